@@ -1,0 +1,57 @@
+# latprof developer entry points.  `make install` then `make run` / `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# Where to find a CPU build of torch on machines without an NVIDIA GPU (empty: pip's defaults and
+# PIP_FIND_LINKS).  Point it at PyTorch's CPU wheel index where no local CPU wheel exists.
+TORCH_INDEX ?=
+TORCH_VERSION ?= 2.13.0
+TRITON_VERSION ?= 3.7.1
+
+.PHONY: install run test test-all lint format clean bench
+
+install: $(VENV)/.installed
+
+# --system-site-packages: a machine's own (CUDA) torch and triton stay in use; we install torch
+# only where none imports, and then the CPU build unless an NVIDIA GPU is present.
+$(VENV)/.installed: pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv --system-site-packages $(VENV)
+	@if $(PY) -c "import torch" 2>/dev/null; then \
+	  echo "torch already present: $$($(PY) -c 'import torch; print(torch.__version__)') (kept)"; \
+	elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+	  $(PIP) install "torch==$(TORCH_VERSION)"; \
+	else \
+	  $(PIP) install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "torch==$(TORCH_VERSION)"; \
+	fi
+	@$(PY) -c "import triton" 2>/dev/null || $(PIP) install "triton==$(TRITON_VERSION)"
+	$(PIP) install -e ".[fla,dev]"
+	@# mamba-ssm's Triton kernels and references, without its CUDA build or heavy extras
+	@$(PY) -c "import importlib.util as u; exit(0 if u.find_spec('mamba_ssm') else 1)" 2>/dev/null || \
+	  MAMBA_SKIP_CUDA_BUILD=TRUE MAMBA_FORCE_BUILD=TRUE $(PIP) install --no-build-isolation --no-deps "mamba-ssm==2.3.2.post1" || \
+	  echo "mamba-ssm could not be built; its backend and peer tests will report why they skip"
+	touch $@
+
+# The main job: a quick sweep on this device (CPU when no GPU) and a look at the resulting LUT.
+run: install
+	$(VENV)/bin/latprof sweep --spec luts/quick.yaml --out luts/local-quick.csv
+	$(VENV)/bin/latprof show luts/local-quick.csv
+	$(VENV)/bin/latprof estimate configs/nemotron-flash-1b.yaml --lut luts/local-quick.csv --allow-extrapolation --generate 1000
+
+test: install
+	$(PY) -m pytest -q
+
+# everything, long tests included (CI runs this)
+test-all: install
+	$(PY) -m pytest -q -m "slow or not slow"
+
+lint: install
+	$(PY) -m ruff check latprof kernels tests
+	$(PY) -m ruff format --check latprof kernels tests
+
+format: install
+	$(PY) -m ruff format latprof kernels tests
+	$(PY) -m ruff check --fix latprof kernels tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info

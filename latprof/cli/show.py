@@ -1,0 +1,47 @@
+"""`latprof show LUT`: a LUT as a table with achieved bandwidth and percent of the floor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from latprof.cli import app
+from latprof.cli.common import JsonOpt, handles_input_errors, parse_int_list, parse_str_list, print_json
+
+
+@app.command(epilog="Example: latprof show luts/local-quick.csv --ops attention --batch 1")
+@handles_input_errors
+def show(
+    lut_path: Annotated[Path, typer.Argument(help="LUT CSV written by `latprof sweep`.")],
+    ops: Annotated[str | None, typer.Option("--ops", help="Only these operators.")] = None,
+    batch: Annotated[str | None, typer.Option("--batch", help="Only these batch sizes.")] = None,
+    context: Annotated[str | None, typer.Option("--context", help="Only these contexts.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a LUT, filterable by operator, batch and context."""
+    from latprof.lut import ANY_CONTEXT, LUT
+    from latprof.report import console, lut_table
+    from latprof.specs import spec_class
+
+    table = LUT.load(lut_path)
+    rows = table.rows
+    if ops:
+        wanted = parse_str_list(ops)
+        for op in wanted:
+            spec_class(op)
+        rows = [r for r in rows if r["op"] in wanted]
+    if batch:
+        rows = [r for r in rows if r["batch"] in parse_int_list(batch, "batch")]
+    if context:
+        keep = set(parse_int_list(context, "context")) | {ANY_CONTEXT}
+        rows = [r for r in rows if r["context"] in keep]
+    rows = sorted(rows, key=lambda r: (r["op"], r["phase"], r["width"], r["spec"], r["batch"],
+                                       r["context"], r["backend"], r["mode"]))
+    if as_json:
+        print_json({"lut": str(lut_path), "provenance": table.provenance, "rows": rows})
+        return
+    prov = table.provenance
+    title = f"{lut_path} — {prov.get('device_name', '?')}, floor at {prov.get('bandwidth_gbps', '?')} GB/s"
+    console.print(lut_table(rows, title))

@@ -1,0 +1,177 @@
+"""What latprof needs to know about the device it measures: name, last-level cache, memory
+bandwidth for the roofline, clocks and temperature (NVML, where available).
+
+Everything is queried inside functions (no import-time device probing)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from latprof.errors import InputError
+
+# Peak DRAM bandwidth from vendor data sheets, GB/s; matched by exact marketing name fragments.
+# The roofline uses the data-sheet peak where known, a measured copy bandwidth otherwise.
+GPU_PEAK_BANDWIDTH_GBPS = {
+    "H200": 4800.0,
+    "H100 80GB HBM3": 3350.0,  # SXM
+    "H100 NVL": 3900.0,
+    "H100 PCIe": 2000.0,
+    "A100-SXM4-80GB": 2039.0,
+    "A100 80GB PCIe": 1935.0,
+    "A100-SXM4-40GB": 1555.0,
+    "A100-PCIE-40GB": 1555.0,
+    "L40S": 864.0,
+    "L4": 300.0,
+    "RTX 4090": 1008.0,
+    "A10G": 600.0,
+}
+
+
+def resolve_device(choice: str) -> str:
+    """'auto' -> 'cuda' when a CUDA device is usable, else 'cpu'; 'cuda' without one is an error."""
+    choice = choice.lower()
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise InputError(
+            "--device cuda was asked for, but torch sees no CUDA device "
+            f"(torch {torch.__version__}, built with CUDA {torch.version.cuda}); "
+            "use --device cpu or auto"
+        )
+    if choice not in ("cpu", "cuda"):
+        raise InputError(f"unknown device {choice!r}; valid: auto, cpu, cuda")
+    return choice
+
+
+def default_dtype(device: str) -> str:
+    """bf16 on GPUs; float32 on CPUs, where bf16 matmuls are often emulated and ~10x slower."""
+    return "bfloat16" if device == "cuda" else "float32"
+
+
+@lru_cache(maxsize=None)
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name(torch.cuda.current_device())
+    return cpu_model_name()
+
+
+def cpu_model_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_last_level_cache_bytes() -> int:
+    """Largest cache size listed in sysfs for cpu0 (L3 on most x86 parts); 32 MiB if unknown."""
+    best = 0
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            text = (index / "size").read_text().strip().upper()
+        except OSError:
+            continue
+        scale = {"K": 1024, "M": 1024**2, "G": 1024**3}.get(text[-1:], 1)
+        digits = text.rstrip("KMG")
+        if digits.isdigit():
+            best = max(best, int(digits) * scale)
+    return best or 32 * 1024**2
+
+
+def last_level_cache_bytes(device: str) -> int:
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(torch.cuda.current_device())
+        return int(getattr(props, "L2_cache_size", 50 * 1024**2))
+    return cpu_last_level_cache_bytes()
+
+
+def device_properties(device: str) -> dict:
+    if device == "cuda":
+        p = torch.cuda.get_device_properties(torch.cuda.current_device())
+        return {
+            "name": p.name,
+            "total_memory_bytes": int(p.total_memory),
+            "multiprocessors": int(p.multi_processor_count),
+            "compute_capability": f"{p.major}.{p.minor}",
+            "l2_cache_bytes": int(getattr(p, "L2_cache_size", 0)),
+            "driver": _nvidia_driver_version(),
+            "cuda": torch.version.cuda,
+        }
+    return {
+        "name": cpu_model_name(),
+        "logical_cpus": os.cpu_count(),
+        "last_level_cache_bytes": cpu_last_level_cache_bytes(),
+        "machine": platform.machine(),
+    }
+
+
+def _nvidia_driver_version() -> str | None:
+    try:
+        import pynvml  # type: ignore[import-not-found]
+
+        pynvml.nvmlInit()
+        version = pynvml.nvmlSystemGetDriverVersion()
+        return version.decode() if isinstance(version, bytes) else str(version)
+    except Exception:  # NVML is optional: a missing driver library just leaves this empty
+        return None
+
+
+def memory_bandwidth_gbps(device: str) -> tuple[float, str]:
+    """(bandwidth, source) for the roofline: the data-sheet peak for known GPUs, else a measured
+    device-to-device copy."""
+    if device == "cuda":
+        name = device_name(device)
+        for fragment, gbps in GPU_PEAK_BANDWIDTH_GBPS.items():
+            if fragment in name:
+                return gbps, f"data sheet ({fragment})"
+    return measure_copy_bandwidth_gbps(device), "measured copy (read + write)"
+
+
+@lru_cache(maxsize=None)
+def measure_copy_bandwidth_gbps(device: str, nbytes: int = 512 * 1024**2, repeats: int = 5) -> float:
+    """Best-of-`repeats` bandwidth of copying `nbytes` (counting read + write), GB/s."""
+    src = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * nbytes / best / 1e9
+
+
+def gpu_clocks() -> tuple[float | None, float | None]:
+    """(SM clock MHz, temperature C) from NVML; (None, None) where NVML is not available."""
+    try:
+        import pynvml  # type: ignore[import-not-found]
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
+        sm = pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM)
+        temp = pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU)
+        return float(sm), float(temp)
+    except Exception:  # optional telemetry: absent NVML leaves the columns empty
+        return None, None
+
+
+def gpu_max_sm_clock() -> float | None:
+    try:
+        import pynvml  # type: ignore[import-not-found]
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
+        return float(pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_SM))
+    except Exception:
+        return None

@@ -1,0 +1,281 @@
+"""Latency look-up tables: long-format CSV, one row per (operator spec x setting), plus a JSON
+provenance sidecar beside it (`name.csv` -> `name.json`).
+
+Rows are appended one at a time, under an exclusive lock, each as a single write of a complete
+line followed by fsync: a sweep killed at any moment loses at most the row it was measuring, and two
+sweeps appending to one LUT never interleave bytes.  A torn last line (power loss mid-write) is
+skipped on reading, with a warning.
+
+Nothing here imports torch or pandas: `latprof estimate` loads LUTs in milliseconds.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import json
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from latprof.errors import InputError
+from latprof.specs import PARAM_COLUMNS, OpSpec
+
+#: columns naming what was measured; together they identify a row (see `row_key`)
+SETTING_COLUMNS = ("phase", "batch", "context", "dtype", "device", "backend", "mode")
+#: columns holding what was measured and how
+MEASURE_COLUMNS = (
+    "status",  # ok | oom | error
+    "latency_us_median",
+    "latency_us_p10",
+    "latency_us_p90",
+    "latency_cv",  # coefficient of variation of the samples (std / mean)
+    "samples",
+    "steps_per_sample",
+    "copies",  # independent operator copies rotated so weights never sit in cache
+    "threads",
+    "flags",  # ;-separated: noisy, remeasured, throttled
+    "params",
+    "bytes_per_step",
+    "flops_per_step",
+    "bandwidth_gbps",
+    "roofline_us",
+    "achieved_gbps",
+    "pct_of_roofline",
+    "sm_clock_mhz_before",
+    "sm_clock_mhz_after",
+    "temp_c_before",
+    "temp_c_after",
+    "device_name",
+    "measured_at",
+    "error",
+)
+COLUMNS = ("op", "spec", "width", *PARAM_COLUMNS, *SETTING_COLUMNS, *MEASURE_COLUMNS)
+KEY_COLUMNS = ("spec", *SETTING_COLUMNS)
+INT_COLUMNS = frozenset({"width", "batch", "context", "samples", "steps_per_sample", "copies",
+                         "threads", "params", "bytes_per_step", "flops_per_step"})
+FLOAT_COLUMNS = frozenset({"latency_us_median", "latency_us_p10", "latency_us_p90", "latency_cv",
+                           "bandwidth_gbps", "roofline_us", "achieved_gbps", "pct_of_roofline",
+                           "sm_clock_mhz_before", "sm_clock_mhz_after", "temp_c_before",
+                           "temp_c_after"})
+
+#: `context` value of rows for operators whose decode cost does not depend on the context
+ANY_CONTEXT = 0
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Where and how a row was measured (everything but the operator spec)."""
+
+    phase: str  # decode | prefill
+    batch: int
+    context: int  # tokens in the cache (decode) or prompt length (prefill); 0 = any
+    dtype: str
+    device: str  # cpu | cuda
+    backend: str
+    mode: str  # graph | eager (cuda); eager on cpu
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in SETTING_COLUMNS}
+
+
+def row_key(spec_key: str, setting: Setting) -> tuple:
+    return (spec_key, *(getattr(setting, k) for k in SETTING_COLUMNS))
+
+
+def key_of_row(row: dict[str, Any]) -> tuple:
+    return tuple(row[k] for k in KEY_COLUMNS)
+
+
+def sidecar_path(lut_path: str | Path) -> Path:
+    return Path(lut_path).with_suffix(".json")
+
+
+def spec_columns(spec: OpSpec) -> dict[str, Any]:
+    row: dict[str, Any] = {"op": spec.op, "spec": spec.key, "width": spec.width}
+    row.update(spec.params())
+    return row
+
+
+def _parse(row: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in row.items():
+        if v is None or v == "":
+            out[k] = None
+        elif k in INT_COLUMNS:
+            out[k] = int(v)
+        elif k in FLOAT_COLUMNS:
+            out[k] = float(v)
+        else:
+            out[k] = v
+    return out
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+@contextmanager
+def locked(path: Path, exclusive: bool = True) -> Iterator[None]:
+    """Advisory lock on `path.lock` shared by every latprof process touching this LUT."""
+    lock_path = path.with_name(path.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """All complete rows of a LUT CSV.  Raises InputError if the file is not a LUT."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"LUT file {path} does not exist; `latprof sweep --out {path}` makes one")
+    text = path.read_text()
+    if not text.strip():
+        return []
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader)
+    missing = [c for c in ("op", "spec", *SETTING_COLUMNS, "latency_us_median") if c not in header]
+    if missing:
+        raise InputError(
+            f"{path} is not a latprof LUT: its header lacks the column(s) {', '.join(missing)}. "
+            "A LUT is the CSV written by `latprof sweep`."
+        )
+    rows = []
+    lines = text.count("\n")
+    for lineno, values in enumerate(reader, start=2):
+        if len(values) != len(header):
+            if lineno >= lines and not text.endswith("\n"):
+                print(f"latprof: skipping torn last line {lineno} of {path}", file=sys.stderr)
+                continue
+            raise InputError(
+                f"{path} line {lineno}: {len(values)} fields where the header has {len(header)}; "
+                "the file is corrupt or not a latprof LUT"
+            )
+        try:
+            rows.append(_parse(dict(zip(header, values, strict=True))))
+        except ValueError as exc:
+            raise InputError(f"{path} line {lineno}: {exc}") from None
+    return rows
+
+
+def append_rows(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Append complete rows (missing columns left empty), writing the header to a new file.
+
+    Takes the LUT lock for the write.  A caller already holding `locked(path)` (to check for
+    existing rows and append atomically) calls `append_rows_locked` instead: flock is not
+    re-entrant across descriptors, so taking it twice in one process would deadlock."""
+    with locked(Path(path)):
+        append_rows_locked(path, rows)
+
+
+def append_rows_locked(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        if os.fstat(fd).st_size == 0:
+            os.write(fd, _line(COLUMNS))
+        else:
+            _heal_torn_tail(path, fd)
+        for row in rows:
+            unknown = set(row) - set(COLUMNS)
+            if unknown:
+                raise ValueError(f"unknown LUT columns {sorted(unknown)}")
+            os.write(fd, _line(_format(row.get(c)) for c in COLUMNS))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _heal_torn_tail(path: Path, fd: int) -> None:
+    """If a killed writer left a line without its newline, end it so the next row starts clean
+    (the torn line is then skipped by the field-count check on reading)."""
+    with open(path, "rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        if fh.read(1) != b"\n":
+            os.write(fd, b"\n")
+
+
+def _line(values: Iterable[str]) -> bytes:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(list(values))
+    return buf.getvalue().encode()
+
+
+# ---- provenance ----------------------------------------------------------------------------
+def read_provenance(path: str | Path) -> dict[str, Any]:
+    side = sidecar_path(path)
+    if not side.exists():
+        return {}
+    try:
+        return json.loads(side.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{side}: provenance sidecar is not valid JSON ({exc})") from None
+
+
+def record_run(path: str | Path, run: dict[str, Any]) -> dict[str, Any]:
+    """Add one sweep run's provenance to the sidecar (under the LUT lock); returns the sidecar.
+
+    Refuses to mix devices: a LUT holds the measurements of one device."""
+    path = Path(path)
+    with locked(path):
+        prov = read_provenance(path)
+        if prov.get("device_name") and prov["device_name"] != run["device_name"]:
+            raise InputError(
+                f"{path} holds measurements of {prov['device_name']!r}, not of this device "
+                f"({run['device_name']!r}); write this device's rows to another LUT (--out)"
+            )
+        if not prov:
+            prov = {
+                "format": "latprof-lut/1",
+                "device_name": run["device_name"],
+                "created_at": run["started_at"],
+                "runs": [],
+            }
+        prov["runs"].append(run)
+        prov["updated_at"] = run["started_at"]
+        for key in ("device", "device_properties", "bandwidth_gbps", "bandwidth_source", "versions"):
+            if key in run:
+                prov[key] = run[key]
+        tmp = sidecar_path(path).with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(prov, indent=2, sort_keys=True) + "\n")
+        tmp.replace(sidecar_path(path))
+    return prov
+
+
+@dataclass
+class LUT:
+    """A loaded LUT: rows, provenance, and an index from `row_key` to the row."""
+
+    path: Path
+    rows: list[dict[str, Any]]
+    provenance: dict[str, Any] = field(default_factory=dict)
+    index: dict[tuple, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | Path) -> LUT:
+        path = Path(path)
+        rows = read_rows(path)
+        index = {key_of_row(r): r for r in rows}  # a later row (re-measurement) wins
+        return cls(path, rows, read_provenance(path), index)
+
+    def get(self, spec_key: str, setting: Setting) -> dict[str, Any] | None:
+        return self.index.get(row_key(spec_key, setting))
+
+    def values(self, column: str) -> list[Any]:
+        return sorted({r[column] for r in self.rows if r.get(column) is not None})

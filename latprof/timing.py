@@ -1,0 +1,193 @@
+"""Timers: how a decode step's latency is measured (DESIGN.md, "Timing").
+
+A `Workload` runs one decode step per call, rotating among independent copies of the operator
+(weights + state) so that their bytes exceed twice the last-level cache: a step never finds its
+weights in cache, as inside a whole model.
+
+- CPU (`time_cpu`): warm-up, then interleaved rounds over all workloads of a group (a drifting
+  machine spreads over every row instead of biasing some), each sample `perf_counter_ns` over
+  enough steps to last `min_sample_s`; median / p10 / p90 / coefficient of variation; noisy rows
+  (cv above threshold) re-measured and flagged.
+- CUDA graph (`time_cuda_graph`): static buffers, warm-up on a side stream (Triton compiles and
+  autotunes there), one graph holding K consecutive steps, replayed R times between CUDA events;
+  per-step time = replay time / K.
+- CUDA eager (`time_cuda_eager`): the same K steps launched one by one, timed with CUDA events.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class TimerConfig:
+    warmup_steps: int = 3
+    samples: int = 15
+    min_sample_s: float = 0.004
+    cv_threshold: float = 0.10
+    max_remeasure: int = 2
+    graph_steps: int = 16  # K: decode steps captured in one graph (at least one per copy)
+
+    @classmethod
+    def for_device(cls, device: str) -> TimerConfig:
+        if device == "cuda":
+            return cls(warmup_steps=5, samples=30, cv_threshold=0.03, graph_steps=16)
+        return cls()
+
+
+@dataclass
+class Measurement:
+    samples_us: list[float]  # per-step latency of each sample, microseconds
+    steps_per_sample: int
+    flags: list[str] = field(default_factory=list)
+
+    @property
+    def median_us(self) -> float:
+        return statistics.median(self.samples_us)
+
+    def quantile_us(self, q: float) -> float:
+        xs = sorted(self.samples_us)
+        pos = q * (len(xs) - 1)
+        lo = int(pos)
+        hi = min(lo + 1, len(xs) - 1)
+        return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+    @property
+    def cv(self) -> float:
+        if len(self.samples_us) < 2:
+            return 0.0
+        return statistics.stdev(self.samples_us) / statistics.mean(self.samples_us)
+
+
+class Workload:
+    """One grid point ready to time: `step()` runs one decode step on the next copy."""
+
+    def __init__(self, steps: Sequence[Callable[[], object]]) -> None:
+        if not steps:
+            raise ValueError("a workload needs at least one copy")
+        self._steps = list(steps)
+        self._next = 0
+
+    @property
+    def copies(self) -> int:
+        return len(self._steps)
+
+    def step(self) -> None:
+        self._steps[self._next]()
+        self._next = (self._next + 1) % len(self._steps)
+
+
+# ---- CPU ------------------------------------------------------------------------------------
+def _cpu_sample_us(workload: Workload, steps: int) -> float:
+    t0 = time.perf_counter_ns()
+    for _ in range(steps):
+        workload.step()
+    return (time.perf_counter_ns() - t0) / 1e3 / steps
+
+
+def _steps_for(workload: Workload, config: TimerConfig) -> int:
+    """Steps per sample so one sample lasts at least `min_sample_s` (and covers every copy)."""
+    single_us = _cpu_sample_us(workload, max(1, min(workload.copies, 4)))
+    steps = max(1, int(config.min_sample_s * 1e6 / max(single_us, 1e-3)))
+    return max(steps, min(workload.copies, 64))
+
+
+def _rounds(workloads: Sequence[Workload], steps: Sequence[int], rounds: int) -> list[list[float]]:
+    samples: list[list[float]] = [[] for _ in workloads]
+    n = len(workloads)
+    for r in range(rounds):
+        for j in range(n):
+            i = (j + r) % n  # rotate the order so no row always runs first
+            samples[i].append(_cpu_sample_us(workloads[i], steps[i]))
+    return samples
+
+
+@torch.inference_mode()
+def time_cpu(workloads: Sequence[Workload], config: TimerConfig) -> list[Measurement]:
+    """Time a group of workloads in interleaved rounds; see the module docstring."""
+    for w in workloads:
+        for _ in range(max(config.warmup_steps, w.copies)):
+            w.step()
+    steps = [_steps_for(w, config) for w in workloads]
+    samples = _rounds(workloads, steps, config.samples)
+    result = [Measurement(s, n) for s, n in zip(samples, steps, strict=True)]
+    for _ in range(config.max_remeasure):
+        noisy = [i for i, m in enumerate(result) if m.cv > config.cv_threshold]
+        if not noisy:
+            break
+        again = _rounds([workloads[i] for i in noisy], [steps[i] for i in noisy], config.samples)
+        for i, s in zip(noisy, again, strict=True):
+            fresh = Measurement(s, steps[i], flags=["remeasured"])
+            result[i] = fresh if fresh.cv < result[i].cv else _flagged(result[i], "remeasured")
+    for m in result:
+        if m.cv > config.cv_threshold:
+            m.flags.append("noisy")
+    return result
+
+
+def _flagged(m: Measurement, flag: str) -> Measurement:
+    if flag not in m.flags:
+        m.flags.append(flag)
+    return m
+
+
+# ---- CUDA -----------------------------------------------------------------------------------
+def _warm_up_on_side_stream(workload: Workload, steps: int) -> None:
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(steps):
+            workload.step()
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+
+
+def _graph_steps(workload: Workload, config: TimerConfig) -> int:
+    k = max(config.graph_steps, workload.copies)
+    return k + (-k % workload.copies)  # whole rotations, so every copy runs equally often
+
+
+def _event_samples(run: Callable[[], None], samples: int, steps: int) -> list[float]:
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(samples)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(samples)]
+    for start, end in zip(starts, ends, strict=True):
+        start.record()
+        run()
+        end.record()
+    torch.cuda.synchronize()
+    return [s.elapsed_time(e) * 1e3 / steps for s, e in zip(starts, ends, strict=True)]
+
+
+@torch.inference_mode()
+def time_cuda_graph(workload: Workload, config: TimerConfig) -> Measurement:
+    """Capture K consecutive decode steps in one CUDA graph and time its replays."""
+    k = _graph_steps(workload, config)
+    _warm_up_on_side_stream(workload, max(config.warmup_steps, workload.copies))
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(k):
+            workload.step()
+    for _ in range(2):
+        graph.replay()
+    torch.cuda.synchronize()
+    m = Measurement(_event_samples(graph.replay, config.samples, k), k)
+    del graph
+    return m
+
+
+@torch.inference_mode()
+def time_cuda_eager(workload: Workload, config: TimerConfig) -> Measurement:
+    """The same K steps launched one by one (no graph): includes the launch overhead."""
+    k = _graph_steps(workload, config)
+    _warm_up_on_side_stream(workload, max(config.warmup_steps, workload.copies))
+
+    def run() -> None:
+        for _ in range(k):
+            workload.step()
+
+    return Measurement(_event_samples(run, config.samples, k), k)
