@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -54,7 +54,7 @@ def default_dtype(device: str) -> str:
     return "bfloat16" if device == "cuda" else "float32"
 
 
-@lru_cache(maxsize=None)
+@cache
 def device_name(device: str) -> str:
     if device == "cuda":
         return torch.cuda.get_device_name(torch.cuda.current_device())
@@ -135,8 +135,10 @@ def memory_bandwidth_gbps(device: str) -> tuple[float, str]:
     return measure_copy_bandwidth_gbps(device), "measured copy (read + write)"
 
 
-@lru_cache(maxsize=None)
-def measure_copy_bandwidth_gbps(device: str, nbytes: int = 512 * 1024**2, repeats: int = 5) -> float:
+@cache
+def measure_copy_bandwidth_gbps(
+    device: str, nbytes: int = 512 * 1024**2, repeats: int = 5
+) -> float:
     """Best-of-`repeats` bandwidth of copying `nbytes` (counting read + write), GB/s."""
     src = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
     dst = torch.empty_like(src)

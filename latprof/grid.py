@@ -71,8 +71,9 @@ def parse_backends(items: tuple[str, ...] | list[str]) -> tuple[list[str], dict[
         if "=" in item:
             op, name = (s.strip() for s in item.split("=", 1))
             if op not in OPERATOR_NAMES:
-                raise InputError(f"--backend {item}: unknown operator {op!r}; valid: "
-                                 f"{', '.join(OPERATOR_NAMES)}")
+                raise InputError(
+                    f"--backend {item}: unknown operator {op!r}; valid: {', '.join(OPERATOR_NAMES)}"
+                )
             per_op.setdefault(op, []).append(name)
         else:
             general.append(item.strip())
@@ -138,8 +139,9 @@ def expand(request: GridRequest, supported_backends) -> list[tuple[OpSpec, Setti
                 if phase == "prefill" and spec.input_kind != "hidden":
                     continue
                 for batch, context in itertools.product(request.batch, contexts):
-                    setting = Setting(phase, batch, context, request.dtype, request.device,
-                                      backend, request.mode)
+                    setting = Setting(
+                        phase, batch, context, request.dtype, request.device, backend, request.mode
+                    )
                     points.setdefault((spec.key, setting), (spec, setting))
     return list(points.values())
 
@@ -156,16 +158,31 @@ def load_spec_file(path: str | Path) -> dict[str, Any]:
         raise InputError(f"{path}{where}: not valid YAML ({exc})") from None
     if not isinstance(data, dict) or not ("ops" in data or "op_specs" in data):
         raise InputError(f"{path}: a sweep spec is a mapping with an `ops:` or `op_specs:` key")
-    known = {"name", "widths", "batch", "context", "dtype", "mode", "phases", "backends", "ops",
-             "op_specs", "device", "description"}
+    known = {
+        "name",
+        "widths",
+        "batch",
+        "context",
+        "dtype",
+        "mode",
+        "phases",
+        "backends",
+        "ops",
+        "op_specs",
+        "device",
+        "description",
+    }
     unknown = sorted(set(data) - known)
     if unknown:
-        raise InputError(f"{path}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+        raise InputError(
+            f"{path}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}"
+        )
     return data
 
 
-def request_from_file(data: dict[str, Any], *, device: str, dtype: str | None, mode: str | None,
-                      path: str) -> GridRequest:
+def request_from_file(
+    data: dict[str, Any], *, device: str, dtype: str | None, mode: str | None, path: str
+) -> GridRequest:
     ops_field = data.get("ops") or {}
     if isinstance(ops_field, list):
         ops_field = {op: {} for op in ops_field}
@@ -173,8 +190,9 @@ def request_from_file(data: dict[str, Any], *, device: str, dtype: str | None, m
         raise InputError(f"{path}: `ops` must be a list of operator names or a mapping")
     for op, over in ops_field.items():
         if op not in OPERATOR_NAMES:
-            raise InputError(f"{path}: unknown operator {op!r}; valid operators: "
-                             f"{', '.join(OPERATOR_NAMES)}")
+            raise InputError(
+                f"{path}: unknown operator {op!r}; valid operators: {', '.join(OPERATOR_NAMES)}"
+            )
         if over is not None and not isinstance(over, dict):
             raise InputError(f"{path}: ops.{op} must be a mapping (widths, backends, params)")
     phases = _as_tuple(data.get("phases"), "phases", str) or ("decode",)
@@ -206,5 +224,7 @@ def resolve_mode(mode: str | None, device: str) -> str:
     if mode not in ("graph", "eager"):
         raise InputError(f"unknown mode {mode!r}; valid: graph, eager")
     if device == "cpu" and mode == "graph":
-        raise InputError("--mode graph needs CUDA graphs, which exist only on cuda; use eager on cpu")
+        raise InputError(
+            "--mode graph needs CUDA graphs, which exist only on cuda; use eager on cpu"
+        )
     return mode

@@ -57,12 +57,36 @@ MEASURE_COLUMNS = (
 )
 COLUMNS = ("op", "spec", "width", *PARAM_COLUMNS, *SETTING_COLUMNS, *MEASURE_COLUMNS)
 KEY_COLUMNS = ("spec", *SETTING_COLUMNS)
-INT_COLUMNS = frozenset({"width", "batch", "context", "samples", "steps_per_sample", "copies",
-                         "threads", "params", "bytes_per_step", "flops_per_step"})
-FLOAT_COLUMNS = frozenset({"latency_us_median", "latency_us_p10", "latency_us_p90", "latency_cv",
-                           "bandwidth_gbps", "roofline_us", "achieved_gbps", "pct_of_roofline",
-                           "sm_clock_mhz_before", "sm_clock_mhz_after", "temp_c_before",
-                           "temp_c_after"})
+INT_COLUMNS = frozenset(
+    {
+        "width",
+        "batch",
+        "context",
+        "samples",
+        "steps_per_sample",
+        "copies",
+        "threads",
+        "params",
+        "bytes_per_step",
+        "flops_per_step",
+    }
+)
+FLOAT_COLUMNS = frozenset(
+    {
+        "latency_us_median",
+        "latency_us_p10",
+        "latency_us_p90",
+        "latency_cv",
+        "bandwidth_gbps",
+        "roofline_us",
+        "achieved_gbps",
+        "pct_of_roofline",
+        "sm_clock_mhz_before",
+        "sm_clock_mhz_after",
+        "temp_c_before",
+        "temp_c_after",
+    }
+)
 
 #: `context` value of rows for operators whose decode cost does not depend on the context
 ANY_CONTEXT = 0
@@ -249,7 +273,13 @@ def record_run(path: str | Path, run: dict[str, Any]) -> dict[str, Any]:
             }
         prov["runs"].append(run)
         prov["updated_at"] = run["started_at"]
-        for key in ("device", "device_properties", "bandwidth_gbps", "bandwidth_source", "versions"):
+        for key in (
+            "device",
+            "device_properties",
+            "bandwidth_gbps",
+            "bandwidth_source",
+            "versions",
+        ):
             if key in run:
                 prov[key] = run[key]
         tmp = sidecar_path(path).with_suffix(".json.tmp")

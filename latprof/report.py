@@ -18,7 +18,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-console = Console()
+# piped output (CI logs, files) gets wide tables instead of rich's 80-column default
+console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True)
 
 
@@ -28,8 +29,14 @@ def progress_bar(enabled: bool = True) -> Iterator[Callable[[int, int, str], Non
     if not enabled:
         yield lambda done, total, label: None
         return
-    columns = (TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description:<28}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=err_console, transient=not sys.stderr.isatty()) as progress:
         task = progress.add_task("sweep", total=None)
 
@@ -68,8 +75,13 @@ def sweep_summary_table(summary: Any) -> None:
 
 
 LUT_COLUMNS = (
-    ("op", "op"), ("width", "width"), ("batch", "batch"), ("context", "context"),
-    ("backend", "backend"), ("mode", "mode"), ("dtype", "dtype"),
+    ("op", "op"),
+    ("width", "width"),
+    ("batch", "batch"),
+    ("context", "context"),
+    ("backend", "backend"),
+    ("mode", "mode"),
+    ("dtype", "dtype"),
 )
 
 
@@ -77,7 +89,9 @@ def lut_table(rows: list[dict[str, Any]], title: str) -> Table:
     """LUT rows with latency, spread, achieved GB/s and percent of the bandwidth floor."""
     table = Table(title=title)
     for _, header in LUT_COLUMNS:
-        table.add_column(header, justify="right" if header in ("width", "batch", "context") else "left")
+        table.add_column(
+            header, justify="right" if header in ("width", "batch", "context") else "left"
+        )
     for header in ("median", "p10-p90", "cv", "floor", "GB/s", "% floor", "flags"):
         table.add_column(header, justify="right")
     for r in rows:
@@ -87,7 +101,15 @@ def lut_table(rows: list[dict[str, Any]], title: str) -> Table:
         if r.get("phase") == "prefill":
             cells[0] = f"{r['op']} (prefill)"
         if r.get("status") != "ok":
-            cells += [f"[red]{r.get('status')}[/red]", "", "", "", "", "", (r.get("error") or "")[:40]]
+            cells += [
+                f"[red]{r.get('status')}[/red]",
+                "",
+                "",
+                "",
+                "",
+                "",
+                (r.get("error") or "")[:40],
+            ]
         else:
             p10, p90 = r.get("latency_us_p10"), r.get("latency_us_p90")
             cells += [

@@ -28,7 +28,14 @@ from latprof.errors import InputError
 from latprof.lut import Setting
 from latprof.ops import block_class, build_block, torch_dtype
 from latprof.specs import OpSpec
-from latprof.timing import Measurement, TimerConfig, Workload, time_cpu, time_cuda_eager, time_cuda_graph
+from latprof.timing import (
+    Measurement,
+    TimerConfig,
+    Workload,
+    time_cpu,
+    time_cuda_eager,
+    time_cuda_graph,
+)
 
 Point = tuple[OpSpec, Setting]
 #: total bytes of operator copies one grid point may allocate
@@ -81,8 +88,9 @@ def build_workload(spec: OpSpec, setting: Setting, copies: int, seed: int = 0) -
     steps: list[Callable[[], object]] = []
     gen = torch.Generator().manual_seed(seed)
     for c in range(copies):
-        block = build_block(spec, backend=setting.backend, device=setting.device, dtype=dtype,
-                            seed=seed + c)
+        block = build_block(
+            spec, backend=setting.backend, device=setting.device, dtype=dtype, seed=seed + c
+        )
         block.eval()
         if setting.phase == "prefill":
             state = block.allocate_state(setting.batch, setting.context)
@@ -121,33 +129,54 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
-def _row(spec: OpSpec, setting: Setting, env: dict[str, Any], copies: int, m: Measurement | None,
-         status: str, error: str = "", clocks: tuple = (None, None, None, None)) -> dict[str, Any]:
+def _row(
+    spec: OpSpec,
+    setting: Setting,
+    env: dict[str, Any],
+    copies: int,
+    m: Measurement | None,
+    status: str,
+    error: str = "",
+    clocks: tuple = (None, None, None, None),
+) -> dict[str, Any]:
     row = lut.spec_columns(spec)
     row.update(setting.as_dict())
     nbytes = spec.bytes_per_step(setting.batch, setting.context, setting.dtype)
     roofline_us = nbytes / (env["bandwidth_gbps"] * 1e3)
     row.update(
-        status=status, copies=copies, threads=env["threads"], params=spec.param_count(),
-        bytes_per_step=nbytes, flops_per_step=spec.flops_per_step(setting.batch, setting.context),
-        bandwidth_gbps=env["bandwidth_gbps"], roofline_us=roofline_us,
-        device_name=env["device_name"], error=error[:300] or None,
+        status=status,
+        copies=copies,
+        threads=env["threads"],
+        params=spec.param_count(),
+        bytes_per_step=nbytes,
+        flops_per_step=spec.flops_per_step(setting.batch, setting.context),
+        bandwidth_gbps=env["bandwidth_gbps"],
+        roofline_us=roofline_us,
+        device_name=env["device_name"],
+        error=error[:300] or None,
         measured_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        sm_clock_mhz_before=clocks[0], temp_c_before=clocks[1],
-        sm_clock_mhz_after=clocks[2], temp_c_after=clocks[3],
+        sm_clock_mhz_before=clocks[0],
+        temp_c_before=clocks[1],
+        sm_clock_mhz_after=clocks[2],
+        temp_c_after=clocks[3],
     )
     if setting.phase == "prefill":  # the roofline of a prefill is not a decode step's
         row.update(roofline_us=None, bytes_per_step=None)
     if m is not None:
         median = m.median_us
         row.update(
-            latency_us_median=median, latency_us_p10=m.quantile_us(0.1),
-            latency_us_p90=m.quantile_us(0.9), latency_cv=m.cv, samples=len(m.samples_us),
-            steps_per_sample=m.steps_per_sample, flags=";".join(m.flags) or None,
+            latency_us_median=median,
+            latency_us_p10=m.quantile_us(0.1),
+            latency_us_p90=m.quantile_us(0.9),
+            latency_cv=m.cv,
+            samples=len(m.samples_us),
+            steps_per_sample=m.steps_per_sample,
+            flags=";".join(m.flags) or None,
         )
         if row["bytes_per_step"]:
-            row.update(achieved_gbps=nbytes / (median * 1e3),
-                       pct_of_roofline=100.0 * roofline_us / median)
+            row.update(
+                achieved_gbps=nbytes / (median * 1e3), pct_of_roofline=100.0 * roofline_us / median
+            )
     return row
 
 
@@ -230,8 +259,12 @@ def environment(device: str, threads: int | None = None) -> dict[str, Any]:
 
 
 def versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"latprof": latprof.__version__, "torch": torch.__version__,
-                                  "python": platform.python_version(), "git_commit": _git_commit()}
+    out: dict[str, str | None] = {
+        "latprof": latprof.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "git_commit": _git_commit(),
+    }
     for name in ("triton", "fla", "mamba_ssm", "flash_attn"):
         try:
             from importlib.metadata import version
@@ -246,8 +279,9 @@ def versions() -> dict[str, str | None]:
 def _git_commit() -> str | None:
     try:
         root = Path(__file__).resolve().parent.parent
-        res = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5)
+        res = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
         return res.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -268,9 +302,15 @@ def check_backends(points: Iterable[Point]) -> None:
         if key in seen:
             continue
         seen.add(key)
-        reason = block_class(spec.op).backend_unavailable(setting.backend, torch.device(setting.device))
+        cls = block_class(spec.op)
+        reason = cls.backend_unavailable(setting.backend, torch.device(setting.device))
         if reason:
             raise InputError(f"{spec.op}: backend {setting.backend!r} cannot run here: {reason}")
+        if setting.mode == "graph" and not cls.graph_capturable:
+            raise InputError(
+                f"{spec.op}: its {setting.backend!r} step synchronises with the host, so it cannot "
+                "be captured in a CUDA graph; measure it in a sweep of its own with --mode eager"
+            )
 
 
 def plan_groups(points: Sequence[Point]) -> list[list[Point]]:
@@ -303,14 +343,23 @@ def run_sweep(
     env = environment(device, threads)
     config = config or TimerConfig.for_device(device)
     summary = SweepSummary(str(lut_path), env["device_name"], points_total=len(points))
-    lut.record_run(lut_path, {
-        "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": command, "device": device, "device_name": env["device_name"],
-        "device_properties": env["device_properties"], "bandwidth_gbps": env["bandwidth_gbps"],
-        "bandwidth_source": env["bandwidth_source"], "threads": env["threads"],
-        "timer": config.__dict__, "versions": versions(), "points": len(points),
-        "host": platform.node(),
-    })
+    lut.record_run(
+        lut_path,
+        {
+            "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "command": command,
+            "device": device,
+            "device_name": env["device_name"],
+            "device_properties": env["device_properties"],
+            "bandwidth_gbps": env["bandwidth_gbps"],
+            "bandwidth_source": env["bandwidth_source"],
+            "threads": env["threads"],
+            "timer": config.__dict__,
+            "versions": versions(),
+            "points": len(points),
+            "host": platform.node(),
+        },
+    )
     done = existing_keys(lut_path)
     todo = [p for p in points if lut.row_key(p[0].key, p[1]) not in done]
     summary.skipped_existing = len(points) - len(todo)

@@ -48,7 +48,9 @@ def parse_int_list(text: str, name: str) -> list[int]:
         try:
             value = int(item[:-1]) * 1024 if item.endswith("k") else int(item)
         except ValueError:
-            raise InputError(f"--{name}: {item!r} is not an integer (expected e.g. 1,8,32)") from None
+            raise InputError(
+                f"--{name}: {item!r} is not an integer (expected e.g. 1,8,32)"
+            ) from None
         if value <= 0:
             raise InputError(f"--{name}: values must be positive, got {value}")
         values.append(value)

@@ -8,7 +8,13 @@ from typing import Annotated
 import typer
 
 from latprof.cli import app
-from latprof.cli.common import JsonOpt, handles_input_errors, parse_int_list, parse_str_list, print_json
+from latprof.cli.common import (
+    JsonOpt,
+    handles_input_errors,
+    parse_int_list,
+    parse_str_list,
+    print_json,
+)
 
 
 @app.command(epilog="Example: latprof show luts/local-quick.csv --ops attention --batch 1")
@@ -37,11 +43,23 @@ def show(
     if context:
         keep = set(parse_int_list(context, "context")) | {ANY_CONTEXT}
         rows = [r for r in rows if r["context"] in keep]
-    rows = sorted(rows, key=lambda r: (r["op"], r["phase"], r["width"], r["spec"], r["batch"],
-                                       r["context"], r["backend"], r["mode"]))
+    rows = sorted(
+        rows,
+        key=lambda r: (
+            r["op"],
+            r["phase"],
+            r["width"],
+            r["spec"],
+            r["batch"],
+            r["context"],
+            r["backend"],
+            r["mode"],
+        ),
+    )
     if as_json:
         print_json({"lut": str(lut_path), "provenance": table.provenance, "rows": rows})
         return
     prov = table.provenance
-    title = f"{lut_path} — {prov.get('device_name', '?')}, floor at {prov.get('bandwidth_gbps', '?')} GB/s"
+    device, gbps = prov.get("device_name", "?"), prov.get("bandwidth_gbps", "?")
+    title = f"{lut_path} — {device}, bandwidth floor at {gbps} GB/s"
     console.print(lut_table(rows, title))

@@ -39,7 +39,9 @@ Examples:
 @handles_input_errors
 def sweep(
     out: Annotated[Path, typer.Option("--out", help="LUT CSV to append to (created if absent).")],
-    spec: Annotated[Path | None, typer.Option("--spec", help="Sweep spec YAML (luts/*.yaml).")] = None,
+    spec: Annotated[
+        Path | None, typer.Option("--spec", help="Sweep spec YAML (luts/*.yaml).")
+    ] = None,
     ops: Annotated[str | None, typer.Option("--ops", help="Comma list of operators.")] = None,
     op_spec: Annotated[
         list[str] | None,
@@ -54,10 +56,15 @@ def sweep(
     dtype: DtypeOpt = None,
     device: DeviceOpt = DeviceChoice.auto,
     backend: Annotated[
-        str, typer.Option("--backend", help="Backends: names, or op=name pairs (torch,attention=sdpa).")
+        str,
+        typer.Option("--backend", help="Backends: names, or op=name pairs (torch,attention=sdpa)."),
     ] = "torch",
     mode: Annotated[ModeChoice | None, typer.Option("--mode", help="graph | eager (cuda).")] = None,
     threads: Annotated[int | None, typer.Option("--threads", help="CPU threads (fixed).")] = None,
+    samples: Annotated[
+        int | None,
+        typer.Option("--samples", help="Timed samples per row (default 15 cpu, 30 cuda)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure operator decode steps on this device; rows are appended to --out as measured.
@@ -69,6 +76,8 @@ def sweep(
         raise InputError("say what to measure: --spec FILE, --ops LIST or --op-spec KEY")
     if threads is not None and threads <= 0:
         raise InputError(f"--threads must be positive, got {threads}")
+    if samples is not None and samples < 3:
+        raise InputError(f"--samples must be at least 3 (for p10/p90), got {samples}")
     dev = device_info.resolve_device(device.value)
     mode_name = mode.value if mode else None
     if spec is not None:
@@ -88,7 +97,7 @@ def sweep(
             phases=tuple(_phases(phase)),
             op_specs=tuple(op_spec or ()),
         )
-    run(request, out, threads=threads, as_json=as_json)
+    run(request, out, threads=threads, samples=samples, as_json=as_json)
 
 
 def _phases(text: str) -> list[str]:
@@ -101,18 +110,24 @@ def _phases(text: str) -> list[str]:
     return phases
 
 
-def run(request, out: Path, *, threads: int | None, as_json: bool) -> None:
+def run(request, out: Path, *, threads: int | None, samples: int | None, as_json: bool) -> None:
     from latprof.grid import expand
     from latprof.ops import backends_of, block_class
     from latprof.report import progress_bar, sweep_summary_table
     from latprof.sweep import run_sweep
+    from latprof.timing import TimerConfig
 
     for op in request.ops:
         block_class(op)  # unknown operator -> InputError listing the valid ones
     points = expand(request, backends_of)
     command = shlex.join(["latprof", *sys.argv[1:]])
+    config = TimerConfig.for_device(request.device)
+    if samples:
+        config.samples = samples
     with progress_bar(enabled=not as_json) as on_progress:
-        summary = run_sweep(points, out, threads=threads, on_progress=on_progress, command=command)
+        summary = run_sweep(
+            points, out, threads=threads, config=config, on_progress=on_progress, command=command
+        )
     if as_json:
         print_json(summary.as_dict())
     else:

@@ -43,7 +43,9 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.
     return (y * weight.float()).to(x.dtype)
 
 
-def init_uniform(param: torch.Tensor, fan_in: int, generator: torch.Generator | None = None) -> None:
+def init_uniform(
+    param: torch.Tensor, fan_in: int, generator: torch.Generator | None = None
+) -> None:
     """Random weights scaled like nn.Linear's default, so activations stay O(1) in any dtype."""
     bound = fan_in**-0.5
     with torch.no_grad():
@@ -81,6 +83,8 @@ class Block(nn.Module):
 
     #: backend names this family supports, the PyTorch reference ("torch") first
     backends: ClassVar[tuple[str, ...]] = ("torch",)
+    #: False where a step synchronises with the host (data-dependent shapes): eager mode only
+    graph_capturable: ClassVar[bool] = True
 
     def __init__(
         self,

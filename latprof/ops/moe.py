@@ -41,6 +41,7 @@ class MoEBlock(Block):
     """Pre-RMSNorm, softmax top-k router, routed experts, optional shared expert, residual."""
 
     backends = ("torch",)
+    graph_capturable = False  # per-expert token counts are read back to the host
     spec: MoESpec
 
     def __init__(self, spec: MoESpec, **kwargs) -> None:

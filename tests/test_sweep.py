@@ -1,0 +1,153 @@
+"""The sweep: grid expansion, skipping measured rows, OOM rows, kill-safety, concurrent writers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from latprof import lut, sweep
+from latprof.errors import InputError
+from latprof.grid import GridRequest, expand
+from latprof.lut import ANY_CONTEXT
+from latprof.ops import backends_of
+from latprof.timing import TimerConfig
+
+FAST = TimerConfig(warmup_steps=1, samples=5, min_sample_s=0.0005, max_remeasure=0)
+
+
+def _request(**kw) -> GridRequest:
+    base = dict(
+        ops=("attention", "ffn"),
+        widths=(128, 256),
+        batch=(1,),
+        context=(16, 32),
+        dtype="float32",
+        device="cpu",
+        mode="eager",
+    )
+    base.update(kw)
+    return GridRequest(**base)
+
+
+def test_context_independent_ops_are_measured_once():
+    points = expand(_request(), backends_of)
+    ffn = [s for spec, s in points if spec.op == "ffn"]
+    attn = [s for spec, s in points if spec.op == "attention"]
+    assert {s.context for s in ffn} == {ANY_CONTEXT} and len(ffn) == 2
+    assert sorted({s.context for s in attn}) == [16, 32] and len(attn) == 4
+
+
+def test_backend_not_supported_by_an_op_is_an_error():
+    with pytest.raises(InputError, match="ffn has no backend"):
+        expand(_request(backends=("sdpa",)), backends_of)
+    points = expand(_request(backends=("torch", "attention=sdpa")), backends_of)
+    assert {s.backend for spec, s in points if spec.op == "attention"} == {"sdpa"}
+
+
+def test_triton_backends_on_cpu_are_refused_with_the_reason():
+    with pytest.raises(InputError, match="interpreter"):
+        expand(_request(ops=("mamba2",), backends=("mamba2=triton",)), backends_of)
+
+
+def test_sweep_appends_rows_and_rerun_measures_nothing(tmp_path):
+    out = tmp_path / "lut.csv"
+    points = expand(_request(ops=("ffn", "attention"), widths=(128,), context=(16,)), backends_of)
+    first = sweep.run_sweep(points, out, config=FAST, threads=1)
+    assert first.measured == 2 and first.errors == 0
+    rows = lut.read_rows(out)
+    assert all(r["status"] == "ok" and r["latency_us_median"] > 0 for r in rows)
+    assert all(r["latency_us_p10"] <= r["latency_us_median"] <= r["latency_us_p90"] for r in rows)
+    assert all(r["threads"] == 1 and r["copies"] >= 1 and r["bytes_per_step"] > 0 for r in rows)
+    again = sweep.run_sweep(points, out, config=FAST, threads=1)
+    assert again.measured == 0 and again.skipped_existing == 2
+    assert len(lut.read_rows(out)) == 2
+
+
+def test_out_of_memory_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    real = sweep.build_workload
+
+    def fake(spec, setting, copies, seed=0):
+        if spec.width == 256:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80 GiB")
+        return real(spec, setting, copies, seed)
+
+    monkeypatch.setattr(sweep, "build_workload", fake)
+    points = expand(_request(ops=("ffn",)), backends_of)
+    summary = sweep.run_sweep(points, tmp_path / "lut.csv", config=FAST, threads=1)
+    status = {r["width"]: r["status"] for r in lut.read_rows(tmp_path / "lut.csv")}
+    assert status == {128: "ok", 256: "oom"} and summary.oom == 1
+
+
+def test_copies_exceed_twice_the_last_level_cache():
+    ((spec, setting),) = expand(_request(ops=("ffn",), widths=(128,)), backends_of)
+    llc = 4 * 1024**2
+    n = sweep.copies_needed(spec, setting, llc)
+    assert n * sweep.bytes_per_copy(spec, setting) >= 2 * llc or n == sweep.MAX_COPIES
+
+
+SWEEP_CMD = [
+    sys.executable,
+    "-m",
+    "latprof.cli",
+    "sweep",
+    "--device",
+    "cpu",
+    "--ops",
+    "ffn",
+    "--widths",
+    "64,96,128,160,192,224,256,288",
+    "--batch",
+    "1,2",
+    "--samples",
+    "3",
+    "--threads",
+    "1",
+    "--json",
+]
+
+
+def _run_sweep_cli(out: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*SWEEP_CMD, "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+@pytest.mark.slow
+def test_sigkill_loses_nothing_measured_and_rerun_fills_the_rest(tmp_path):
+    out = tmp_path / "lut.csv"
+    proc = _run_sweep_cli(out)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not out.exists() or len(lut.read_rows(out)) < 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kept = lut.read_rows(out)
+    assert 3 <= len(kept) < 16 and all(r["status"] == "ok" for r in kept)
+    rerun = _run_sweep_cli(out)
+    stdout, _ = rerun.communicate(timeout=300)
+    rows = lut.read_rows(out)
+    keys = [lut.key_of_row(r) for r in rows]
+    assert len(rows) == 16 and len(set(keys)) == 16
+    assert b'"skipped_existing": ' + str(len(kept)).encode() in stdout
+
+
+@pytest.mark.slow
+def test_two_sweeps_on_one_lut_do_not_corrupt_it(tmp_path):
+    out = tmp_path / "lut.csv"
+    procs = [_run_sweep_cli(out) for _ in range(2)]
+    for p in procs:
+        p.communicate(timeout=300)
+        assert p.returncode == 0
+    rows = lut.read_rows(out)
+    keys = [lut.key_of_row(r) for r in rows]
+    assert len(rows) == 16 and len(set(keys)) == 16
