@@ -1,0 +1,262 @@
+"""Softmax attention block: pre-RMSNorm, fused q/k/v projection, optional per-head q/k RMSNorm,
+rotary position embedding, grouped-query attention over a static KV cache, out-projection,
+residual add.
+
+References: RoPE from RoFormer (Su et al., arXiv 2104.09864) in the non-interleaved "rotate half"
+layout of GPT-NeoX / Llama (dimension i pairs with i + head_dim/2); grouped-query attention from
+Ainslie et al. (arXiv 2305.13245), query head h reading KV head h // (heads / kv_heads); q/k norm
+as in Qwen3 (one RMSNorm weight of head_dim shared by all heads, applied before RoPE).
+
+Backends of the decode step:
+- "torch": explicit matmuls, softmax in float32 (the reference);
+- "sdpa": `torch.nn.functional.scaled_dot_product_attention` (CPU and CUDA), the heads of one KV
+  group laid out as that group's queries so no KV head is copied;
+- "flash_attn": `flash_attn.flash_attn_with_kvcache` (CUDA, fp16 / bf16), which applies RoPE and
+  writes the cache itself;
+- "triton": our kernel `latprof.kernels.decode_attention.decode_attention`, likewise fused.
+`prefill` always runs the PyTorch path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from latprof.errors import BackendUnavailable, InputError
+from latprof.ops.base import Block, State, rms_norm, triton_runs_on
+from latprof.specs.attention import AttentionSpec
+
+ROPE_THETA = 10000.0
+
+
+def rope_tables(
+    max_positions: int, head_dim: int, theta: float = ROPE_THETA, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the rotary angles, each (max_positions, head_dim // 2) float32.
+
+    angle[p, i] = p * theta ** (-2 i / head_dim); computed in float64 so that late positions keep
+    their precision, stored in float32.
+    """
+    inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    positions = torch.arange(max_positions, dtype=torch.float64)
+    angles = torch.outer(positions, inv_freq)  # (max_positions, head_dim // 2)
+    return (
+        angles.cos().to(device=device, dtype=torch.float32),
+        angles.sin().to(device=device, dtype=torch.float32),
+    )
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (i, i + head_dim/2) of `x` by the angles whose cos / sin are given.
+
+    x: (..., head_dim)
+    cos, sin: broadcastable to (..., head_dim // 2), float32
+    returns x's shape and dtype; the rotation itself is computed in float32.
+    """
+    x1, x2 = x.float().chunk(2, dim=-1)
+    rotated = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+    return rotated.to(x.dtype)
+
+
+def gqa_decode_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """Attention of one query per head over the `ctx` cached positions, explicit matmuls.
+
+    q: (batch, heads, head_dim)
+    k, v: (batch, ctx, kv_heads, head_dim)
+    returns (batch, heads, head_dim); scores and softmax in float32.
+    """
+    batch, heads, head_dim = q.shape
+    kv_heads = k.shape[2]
+    qg = q.view(batch, kv_heads, heads // kv_heads, head_dim)  # (batch, kv_heads, group, head_dim)
+    scores = torch.matmul(qg, k.permute(0, 2, 3, 1)).float() * scale  # (batch, kv, group, ctx)
+    probs = scores.softmax(dim=-1).to(v.dtype)
+    out = torch.matmul(probs, v.transpose(1, 2))  # (batch, kv_heads, group, head_dim)
+    return out.reshape(batch, heads, head_dim)
+
+
+def gqa_decode_sdpa(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """Same contract as `gqa_decode_ref`, through `scaled_dot_product_attention`: the `group`
+    query heads sharing a KV head become that head's `group` queries (no mask is needed, a decode
+    query sees every cached position), so K and V are read in place, never repeated."""
+    batch, heads, head_dim = q.shape
+    kv_heads = k.shape[2]
+    qg = q.view(batch, kv_heads, heads // kv_heads, head_dim)  # (batch, kv_heads, group, head_dim)
+    out = F.scaled_dot_product_attention(qg, k.transpose(1, 2), v.transpose(1, 2), scale=scale)
+    return out.reshape(batch, heads, head_dim)
+
+
+def causal_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """Causal self-attention over a whole sequence starting at position 0.
+
+    q: (batch, seq, heads, head_dim)
+    k, v: (batch, seq, kv_heads, head_dim)
+    returns (batch, seq, heads, head_dim)
+    """
+    group = q.shape[2] // k.shape[2]
+    k = k.repeat_interleave(group, dim=2)  # (batch, seq, heads, head_dim)
+    v = v.repeat_interleave(group, dim=2)
+    out = F.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, scale=scale
+    )
+    return out.transpose(1, 2)
+
+
+def _import_decode_attention() -> Callable[..., torch.Tensor]:
+    from latprof.kernels.decode_attention import decode_attention
+
+    return decode_attention
+
+
+class AttentionBlock(Block):
+    """x + o_proj(attention(rope(q), rope(k), v)) with q, k, v projected from rms_norm(x)."""
+
+    backends: ClassVar[tuple[str, ...]] = ("torch", "sdpa", "flash_attn", "triton")
+    spec: AttentionSpec
+
+    def __init__(
+        self,
+        spec: AttentionSpec,
+        *,
+        backend: str = "torch",
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(spec, backend=backend, device=device, dtype=dtype, seed=seed)
+        if spec.head_dim % 2:
+            raise InputError(f"attention: RoPE needs an even head_dim, got {spec.head_dim}")
+        if backend == "flash_attn" and dtype not in (torch.float16, torch.bfloat16):
+            raise BackendUnavailable(
+                f"attention: backend 'flash_attn' runs in float16 or bfloat16 only, not {dtype}"
+            )
+        self.norm = self.new_norm(spec.width)
+        self.wqkv = self.new_param(spec.q_dim + 2 * spec.kv_dim, spec.width)  # (q+2kv, width)
+        self.wo = self.new_param(spec.width, spec.q_dim)  # (width, q_dim)
+        if spec.qk_norm:
+            self.q_norm = self.new_norm(spec.head_dim)
+            self.k_norm = self.new_norm(spec.head_dim)
+        self.scale = spec.head_dim**-0.5
+        self._kernel: Callable[..., torch.Tensor] | None = None
+
+    @classmethod
+    def backend_unavailable(cls, backend: str, device: torch.device) -> str | None:
+        if backend == "triton":
+            return triton_runs_on(device)
+        if backend == "flash_attn":
+            if device.type != "cuda":
+                return f"flash_attn runs on CUDA devices only, not on {device.type}"
+            try:
+                import flash_attn  # noqa: F401
+            except ImportError as err:
+                return (
+                    f"flash_attn does not import ({err}); it builds from source: "
+                    "pip install flash-attn --no-build-isolation"
+                )
+        return None
+
+    def allocate_state(self, batch: int, max_context: int) -> State:
+        s = self.spec
+        cos, sin = rope_tables(max_context, s.head_dim, device=self.device)  # (ctx, hd/2) fp32
+        state = {
+            "k": self.zeros(batch, max_context, s.kv_heads, s.head_dim),  # rotated keys
+            "v": self.zeros(batch, max_context, s.kv_heads, s.head_dim),
+            "seqlens": self.zeros(batch, dtype=torch.int32),  # (batch,) tokens already cached
+            "cos": cos,
+            "sin": sin,
+        }
+        if self.backend == "flash_attn":  # flash_attn wants the tables in the query's dtype
+            state["cos_lowp"] = cos.to(self.dtype)
+            state["sin_lowp"] = sin.to(self.dtype)
+        return state
+
+    def _project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v before RoPE (after q/k norm when the spec has it).
+
+        x: (..., width)
+        returns q: (..., heads, head_dim), k and v: (..., kv_heads, head_dim)
+        """
+        s = self.spec
+        qkv = F.linear(rms_norm(x, self.norm), self.wqkv)  # (..., q_dim + 2 kv_dim)
+        q, k, v = qkv.split([s.q_dim, s.kv_dim, s.kv_dim], dim=-1)
+        q = q.unflatten(-1, (s.heads, s.head_dim))
+        k = k.unflatten(-1, (s.kv_heads, s.head_dim))
+        v = v.unflatten(-1, (s.kv_heads, s.head_dim))
+        if s.qk_norm:
+            q = rms_norm(q, self.q_norm)
+            k = rms_norm(k, self.k_norm)
+        return q, k, v
+
+    def step(self, x: torch.Tensor, state: State, pos: int) -> torch.Tensor:
+        """One decode step at position `pos` (= tokens already cached).
+
+        x: (batch, width)
+        state: k, v (batch, max_context, kv_heads, head_dim); seqlens (batch,) int32;
+            cos, sin (max_context, head_dim // 2) float32
+        returns (batch, width)
+        """
+        q, k, v = self._project(x)  # (batch, heads, hd), (batch, kv_heads, hd) x 2
+        if self.backend in ("torch", "sdpa"):
+            cos, sin = state["cos"][pos], state["sin"][pos]  # (head_dim // 2,)
+            q = apply_rope(q, cos, sin)
+            state["k"][:, pos] = apply_rope(k, cos, sin)
+            state["v"][:, pos] = v
+            keys, values = state["k"][:, : pos + 1], state["v"][:, : pos + 1]
+            attend = gqa_decode_ref if self.backend == "torch" else gqa_decode_sdpa
+            out = attend(q, keys, values, self.scale)
+        elif self.backend == "triton":
+            if self._kernel is None:
+                self._kernel = _import_decode_attention()
+            state["seqlens"].fill_(pos)
+            out = self._kernel(
+                q,
+                k,
+                v,
+                state["k"],
+                state["v"],
+                state["seqlens"],
+                state["cos"],
+                state["sin"],
+                scale=self.scale,
+            )
+        else:
+            from flash_attn import flash_attn_with_kvcache
+
+            state["seqlens"].fill_(pos)
+            out = flash_attn_with_kvcache(
+                q.unsqueeze(1),  # (batch, 1, heads, head_dim)
+                state["k"],
+                state["v"],
+                k=k.unsqueeze(1),  # (batch, 1, kv_heads, head_dim)
+                v=v.unsqueeze(1),
+                rotary_cos=state["cos_lowp"],
+                rotary_sin=state["sin_lowp"],
+                cache_seqlens=state["seqlens"],
+                softmax_scale=self.scale,
+                causal=True,
+                rotary_interleaved=False,
+            ).squeeze(1)
+        return x + F.linear(out.flatten(-2), self.wo)
+
+    def prefill(self, x: torch.Tensor, state: State) -> torch.Tensor:
+        """Causal forward over a whole prompt from an empty cache; fills k, v [:, :seq].
+
+        x: (batch, seq, width)
+        returns (batch, seq, width)
+        """
+        seq = x.shape[1]
+        q, k, v = self._project(x)  # (batch, seq, heads, hd), (batch, seq, kv_heads, hd) x 2
+        cos = state["cos"][:seq, None]  # (seq, 1, head_dim // 2)
+        sin = state["sin"][:seq, None]
+        q = apply_rope(q, cos, sin)
+        k = apply_rope(k, cos, sin)
+        state["k"][:, :seq] = k
+        state["v"][:, :seq] = v
+        out = causal_attention(q, k, v, self.scale)  # (batch, seq, heads, head_dim)
+        return x + F.linear(out.flatten(-2), self.wo)
