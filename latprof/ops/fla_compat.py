@@ -1,0 +1,88 @@
+"""Access to fla-core's kernels (flash-linear-attention, https://github.com/fla-org/
+flash-linear-attention), imported only when an "fla" backend is first used.
+
+`fla_unavailable(device)` says why the fla backend cannot run (None if it can); `fla_kernels()`
+imports the kernels the linear-attention blocks call and returns them.  Nothing here runs at
+import time: importing fla is slow and prints warnings on machines without a GPU, and the shim
+below changes Triton's autotuner, so both wait for the first block built with backend "fla".
+
+Triton's interpreter (TRITON_INTERPRET=1, how tests run fla's kernels on CPU) needs one shim for
+the kernels used here.  An autotuned kernel (fla's GLA recurrence, causal conv update and L2 norm
+are autotuned) times each config through `Autotuner.do_bench`, which asks the GPU driver for a
+benchmarker and fails with "0 active drivers".  Under the interpreter every config computes the
+same result and the cost is per program instance, so the shim replaces the autotuner's
+per-config benchmark (`Autotuner._bench`, triton 3.x) with a ranking that picks the config with
+the largest blocks (fewest program instances) without running anything: the conv update then
+takes 12 program instances instead of 360 at width 320.  It is installed only when
+TRITON_INTERPRET=1, once, by `fla_kernels()`.  (The other known interpreter problem, `.to()`
+called on a `for i in range(n)` loop variable, which the interpreter leaves a Python int, does not
+occur in the recurrent and conv-update kernels used here, so nothing is installed for it.)
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from latprof.ops.base import module_missing, triton_runs_on
+
+
+def fla_unavailable(device: torch.device) -> str | None:
+    """None if fla's Triton kernels can run on `device`, else the reason."""
+    return module_missing("fla", "pip install fla-core") or triton_runs_on(device)
+
+
+@dataclass(frozen=True)
+class FlaKernels:
+    """The fla entry points the blocks call (signatures as in fla-core 0.6.0)."""
+
+    #: fla.ops.delta_rule.fused_recurrent_delta_rule
+    delta_rule: Callable
+    #: fla.ops.gated_delta_rule.fused_recurrent_gated_delta_rule
+    gated_delta_rule: Callable
+    #: fla.ops.gla.fused_recurrent_gla
+    gla: Callable
+    #: fla.modules.causal_conv1d.causal_conv1d_update (in place on its (batch, dim, width) cache)
+    conv_update: Callable
+
+
+@functools.cache
+def fla_kernels() -> FlaKernels:
+    """Import fla's kernels, after installing the interpreter shim when TRITON_INTERPRET=1."""
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        _stub_autotuner_benchmark()
+    from fla.modules.causal_conv1d import causal_conv1d_update
+    from fla.ops.delta_rule import fused_recurrent_delta_rule
+    from fla.ops.gated_delta_rule import fused_recurrent_gated_delta_rule
+    from fla.ops.gla import fused_recurrent_gla
+
+    return FlaKernels(
+        delta_rule=fused_recurrent_delta_rule,
+        gated_delta_rule=fused_recurrent_gated_delta_rule,
+        gla=fused_recurrent_gla,
+        conv_update=causal_conv1d_update,
+    )
+
+
+def _interpreter_bench(self, *args, config, **meta) -> list[float]:
+    """Stand-in for `Autotuner._bench` under the interpreter: no run, a smaller "time" for larger
+    block sizes (the product of the config's integer meta-parameters; ties keep the first)."""
+    block = math.prod(v for v in config.kwargs.values() if isinstance(v, int))
+    return [1.0 / max(block, 1)] * 3
+
+
+def _stub_autotuner_benchmark() -> None:
+    """Make every `triton.autotune` kernel choose a config without benchmarking it."""
+    from triton.runtime.autotuner import Autotuner
+
+    if not hasattr(Autotuner, "_bench"):
+        raise RuntimeError(
+            "this triton version's Autotuner has no _bench method; latprof.ops.fla_compat "
+            "cannot run fla's autotuned kernels under TRITON_INTERPRET=1"
+        )
+    Autotuner._bench = _interpreter_bench

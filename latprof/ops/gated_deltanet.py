@@ -1,0 +1,177 @@
+"""Gated DeltaNet block: pre-RMSNorm, fused q/k/v/gate/alpha/beta projection, short causal convs
+(no bias) with SiLU on q, k and v, L2-normalised q and k, per-head decay
+g = -exp(A_log) * softplus(alpha + dt_bias) (Mamba2's parameterisation), sigmoid beta, the gated
+delta rule, gated RMSNorm per head (rms_norm(o) * weight * silu(gate)), out-projection, residual.
+
+Reference: Yang, Kautz & Hatamizadeh, "Gated Delta Networks: Improving Mamba2 with Delta Rule",
+ICLR 2025 (arXiv 2412.06464), in the layout of fla's `GatedDeltaNet` layer: value heads are
+`expand_v` times wider than key heads, q scaled by head_dim^-0.5.
+
+Backends of the decode step:
+- "torch": `causal_conv_step` and `gated_delta_rule_step` from `linear_attention`;
+- "fla": fla's `causal_conv1d_update` and `fused_recurrent_gated_delta_rule` with the q/k L2 norm,
+  the decay gate and the beta sigmoid fused into the kernel, the final state copied back into the
+  static state tensor.
+`prefill` always runs the PyTorch path.
+
+The recurrent state is stored in the block's dtype; the recurrence reads it into float32, runs in
+float32 and writes it back rounded to the block's dtype after every decode step (after the whole
+sequence in `prefill`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from latprof.ops.base import Block, State, rms_norm
+from latprof.ops.fla_compat import fla_kernels, fla_unavailable
+from latprof.ops.linear_attention import (
+    causal_conv,
+    causal_conv_step,
+    gated_delta_rule_recurrence,
+    gated_delta_rule_step,
+    head_rms_norm,
+    l2_normalize,
+)
+from latprof.specs.gated_deltanet import GatedDeltaNetSpec
+
+#: range of exp(A_log) and of the initial softplus(dt_bias), as in fla / Mamba2
+A_RANGE = (1.0, 16.0)
+DT_RANGE = (1e-3, 0.1)
+
+
+def log_decay(alpha: torch.Tensor, a_log: torch.Tensor, dt_bias: torch.Tensor) -> torch.Tensor:
+    """g = -exp(A_log) * softplus(alpha + dt_bias), float32.
+
+    alpha: (..., heads) projected input
+    a_log, dt_bias: (heads,)
+    returns (..., heads) float32, <= 0
+    """
+    return -a_log.float().exp() * F.softplus(alpha.float() + dt_bias.float())
+
+
+class GatedDeltaNetBlock(Block):
+    """x + w_out(gated_norm(gated_delta_rule(conv(q, k, v), g, beta), gate)); see the module
+    docstring."""
+
+    backends: ClassVar[tuple[str, ...]] = ("torch", "fla")
+    spec: GatedDeltaNetSpec
+
+    def __init__(
+        self,
+        spec: GatedDeltaNetSpec,
+        *,
+        backend: str = "torch",
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(spec, backend=backend, device=device, dtype=dtype, seed=seed)
+        self.scale = spec.head_dim**-0.5
+        self.norm = self.new_norm(spec.width)
+        # rows: q, k (key_dim each), v, gate (value_dim each), alpha, beta (heads each)
+        n_in = spec.conv_channels + spec.value_dim + 2 * spec.heads
+        self.w_in = self.new_param(n_in, spec.width)  # (n_in, width)
+        self.conv_weight = self.new_param(spec.conv_channels, spec.d_conv)  # (channels, d_conv)
+        a = torch.empty(spec.heads).uniform_(*A_RANGE, generator=self.generator)  # (heads,)
+        self.a_log = self._per_head(a.log())
+        self.dt_bias = self._per_head(_inverse_softplus(self._initial_dt(spec.heads)))
+        self.o_norm = self.new_norm(spec.head_v_dim)
+        self.w_out = self.new_param(spec.width, spec.value_dim)  # (width, value_dim)
+        self._fla = fla_kernels() if backend == "fla" else None
+
+    @classmethod
+    def backend_unavailable(cls, backend: str, device: torch.device) -> str | None:
+        return fla_unavailable(device) if backend == "fla" else None
+
+    def allocate_state(self, batch: int, max_context: int) -> State:
+        """Constant-size state whatever `max_context`:
+        recurrent: (batch, heads, head_dim, head_v_dim), conv: (batch, conv_channels, d_conv)."""
+        s = self.spec
+        return {
+            "recurrent": self.zeros(batch, s.heads, s.head_dim, s.head_v_dim),
+            "conv": self.zeros(batch, s.conv_channels, s.d_conv),
+        }
+
+    def step(self, x: torch.Tensor, state: State, pos: int) -> torch.Tensor:
+        """x: (batch, width) -> (batch, width); updates `state` in place; `pos` unused."""
+        s = self.spec
+        batch = x.shape[0]
+        proj = F.linear(rms_norm(x, self.norm), self.w_in)  # (batch, n_in)
+        qkv, gate, alpha, b = proj.split([s.conv_channels, s.value_dim, s.heads, s.heads], dim=-1)
+        if self._fla is None:
+            qkv = causal_conv_step(qkv, state["conv"], self.conv_weight)
+        else:
+            qkv, _ = self._fla.conv_update(
+                qkv, state["conv"], weight=self.conv_weight, activation="silu"
+            )
+        q, k, v = qkv.split([s.key_dim, s.key_dim, s.value_dim], dim=-1)
+        q = q.reshape(batch, s.heads, s.head_dim)
+        k = k.reshape(batch, s.heads, s.head_dim)
+        v = v.reshape(batch, s.heads, s.head_v_dim)
+        if self._fla is None:
+            q, k = l2_normalize(q), l2_normalize(k)
+            g = log_decay(alpha, self.a_log, self.dt_bias)  # (batch, heads)
+            beta = b.float().sigmoid()  # (batch, heads)
+            o, new_state = gated_delta_rule_step(q, k, v, beta, g, state["recurrent"], self.scale)
+        else:
+            o, new_state = self._fla.gated_delta_rule(
+                q.unsqueeze(1),  # (batch, 1, heads, head_dim)
+                k.unsqueeze(1),
+                v.unsqueeze(1),  # (batch, 1, heads, head_v_dim)
+                g=alpha.unsqueeze(1),  # (batch, 1, heads): raw, the kernel applies the gate
+                beta=b.unsqueeze(1),  # (batch, 1, heads): raw, the kernel applies the sigmoid
+                scale=self.scale,
+                initial_state=state["recurrent"],
+                output_final_state=True,
+                use_qk_l2norm_in_kernel=True,
+                use_gate_in_kernel=True,
+                A_log=self.a_log,
+                dt_bias=self.dt_bias,
+                use_beta_sigmoid_in_kernel=True,
+            )
+        state["recurrent"].copy_(new_state)
+        o = o.reshape(batch, s.heads, s.head_v_dim).to(x.dtype)
+        return x + self._output(o, gate)
+
+    def prefill(self, x: torch.Tensor, state: State) -> torch.Tensor:
+        """x: (batch, seq, width) -> (batch, seq, width); continues from `state` (zeros for a
+        fresh one) and leaves it as `seq` decode steps would."""
+        s = self.spec
+        batch, seq, _ = x.shape
+        proj = F.linear(rms_norm(x, self.norm), self.w_in)  # (batch, seq, n_in)
+        qkv, gate, alpha, b = proj.split([s.conv_channels, s.value_dim, s.heads, s.heads], dim=-1)
+        qkv = causal_conv(qkv, state["conv"], self.conv_weight)
+        q, k, v = qkv.split([s.key_dim, s.key_dim, s.value_dim], dim=-1)
+        q = l2_normalize(q.reshape(batch, seq, s.heads, s.head_dim))
+        k = l2_normalize(k.reshape(batch, seq, s.heads, s.head_dim))
+        v = v.reshape(batch, seq, s.heads, s.head_v_dim)
+        g = log_decay(alpha, self.a_log, self.dt_bias)  # (batch, seq, heads)
+        beta = b.float().sigmoid()  # (batch, seq, heads)
+        o, final = gated_delta_rule_recurrence(q, k, v, beta, g, state["recurrent"], self.scale)
+        state["recurrent"].copy_(final)
+        return x + self._output(o.to(x.dtype), gate)
+
+    def _output(self, o: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        """o: (..., heads, head_v_dim), gate: (..., value_dim) -> (..., width)."""
+        o = head_rms_norm(o, self.o_norm, gate.unflatten(-1, (self.spec.heads, -1)))
+        return F.linear(o.flatten(-2), self.w_out)
+
+    def _initial_dt(self, heads: int) -> torch.Tensor:
+        """(heads,) time steps log-uniform in DT_RANGE, float32."""
+        lo, hi = (math.log(t) for t in DT_RANGE)
+        return torch.empty(heads).uniform_(lo, hi, generator=self.generator).exp()
+
+    def _per_head(self, values: torch.Tensor) -> nn.Parameter:
+        """A (heads,) parameter from float32 CPU `values`, on this block's device and dtype."""
+        return nn.Parameter(values.to(device=self.device, dtype=self.dtype))
+
+
+def _inverse_softplus(y: torch.Tensor) -> torch.Tensor:
+    """x such that softplus(x) = y, for y > 0."""
+    return y + torch.log(-torch.expm1(-y))
