@@ -140,14 +140,22 @@ class Block(nn.Module):
     # ---- helpers for subclasses -----------------------------------------------------------
     def new_param(self, *shape: int, fan_in: int | None = None) -> nn.Parameter:
         """A parameter of `shape` on this block's device and dtype, random (never zeros)."""
-        p = nn.Parameter(torch.empty(*shape, device=self.device, dtype=self.dtype))
+        # no autograd: latprof only runs inference, and a static cache updated in place under
+        # grad mode would otherwise grow an autograd graph step after step
+        p = nn.Parameter(
+            torch.empty(*shape, device=self.device, dtype=self.dtype), requires_grad=False
+        )
         init_uniform(p, fan_in if fan_in is not None else shape[-1], self.generator)
         return p
+
+    def param_from(self, values: torch.Tensor) -> nn.Parameter:
+        """`values` (any shape, float32 on the CPU) as a parameter on this device and dtype."""
+        return nn.Parameter(values.to(device=self.device, dtype=self.dtype), requires_grad=False)
 
     def new_norm(self, dim: int) -> nn.Parameter:
         """An RMSNorm weight near one, randomised a little so a forgotten norm shows in tests."""
         w = 1.0 + 0.1 * torch.randn(dim, generator=self.generator)
-        return nn.Parameter(w.to(device=self.device, dtype=self.dtype))
+        return nn.Parameter(w.to(device=self.device, dtype=self.dtype), requires_grad=False)
 
     def zeros(self, *shape: int, dtype: torch.dtype | None = None) -> torch.Tensor:
         return torch.zeros(*shape, device=self.device, dtype=dtype or self.dtype)

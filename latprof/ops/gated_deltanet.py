@@ -26,7 +26,6 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from latprof.ops.base import Block, State, rms_norm
 from latprof.ops.fla_compat import fla_kernels, fla_unavailable
@@ -79,8 +78,8 @@ class GatedDeltaNetBlock(Block):
         self.w_in = self.new_param(n_in, spec.width)  # (n_in, width)
         self.conv_weight = self.new_param(spec.conv_channels, spec.d_conv)  # (channels, d_conv)
         a = torch.empty(spec.heads).uniform_(*A_RANGE, generator=self.generator)  # (heads,)
-        self.a_log = self._per_head(a.log())
-        self.dt_bias = self._per_head(_inverse_softplus(self._initial_dt(spec.heads)))
+        self.a_log = self.param_from(a.log())
+        self.dt_bias = self.param_from(_inverse_softplus(self._initial_dt(spec.heads)))
         self.o_norm = self.new_norm(spec.head_v_dim)
         self.w_out = self.new_param(spec.width, spec.value_dim)  # (width, value_dim)
         self._fla = fla_kernels() if backend == "fla" else None
@@ -166,10 +165,6 @@ class GatedDeltaNetBlock(Block):
         """(heads,) time steps log-uniform in DT_RANGE, float32."""
         lo, hi = (math.log(t) for t in DT_RANGE)
         return torch.empty(heads).uniform_(lo, hi, generator=self.generator).exp()
-
-    def _per_head(self, values: torch.Tensor) -> nn.Parameter:
-        """A (heads,) parameter from float32 CPU `values`, on this block's device and dtype."""
-        return nn.Parameter(values.to(device=self.device, dtype=self.dtype))
 
 
 def _inverse_softplus(y: torch.Tensor) -> torch.Tensor:

@@ -49,11 +49,6 @@ def init_a_log(*shape: int, generator: torch.Generator) -> torch.Tensor:
     return torch.log(A_MIN + (A_MAX - A_MIN) * torch.rand(*shape, generator=generator))
 
 
-def param_from(block: Block, values: torch.Tensor) -> torch.nn.Parameter:
-    """`values` (any shape, float32 on the CPU) as a parameter on the block's device and dtype."""
-    return torch.nn.Parameter(values.to(device=block.device, dtype=block.dtype))
-
-
 class MambaBlock(Block):
     backends: ClassVar[tuple[str, ...]] = ("torch", "mamba_ssm", "triton")
 
@@ -74,9 +69,9 @@ class MambaBlock(Block):
         self.conv_bias = self.new_param(d_inner, fan_in=spec.d_conv)
         self.x_proj_weight = self.new_param(spec.dt_rank + 2 * d_state, d_inner)
         self.dt_proj_weight = self.new_param(d_inner, spec.dt_rank)
-        self.dt_proj_bias = param_from(self, init_dt_bias(d_inner, self.generator))
-        self.A_log = param_from(self, init_a_log(d_inner, d_state, generator=self.generator))
-        self.D = param_from(self, 1.0 + 0.1 * torch.randn(d_inner, generator=self.generator))
+        self.dt_proj_bias = self.param_from(init_dt_bias(d_inner, self.generator))
+        self.A_log = self.param_from(init_a_log(d_inner, d_state, generator=self.generator))
+        self.D = self.param_from(1.0 + 0.1 * torch.randn(d_inner, generator=self.generator))
         self.out_proj_weight = self.new_param(width, d_inner)
         self._step_fns: tuple[Callable, Callable] | None = None
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from latprof.ops import mamba_ssm_compat
 from latprof.ops.base import Block, State, rms_norm, triton_runs_on
-from latprof.ops.mamba import init_a_log, init_dt_bias, param_from
+from latprof.ops.mamba import init_a_log, init_dt_bias
 from latprof.ops.ssm_reference import (
     causal_conv1d_ref,
     gated_rms_norm_ref,
@@ -59,9 +59,9 @@ class Mamba2Block(Block):
         self.in_proj_weight = self.new_param(d_inner + spec.conv_dim + heads, width)
         self.conv_weight = self.new_param(spec.conv_dim, spec.d_conv)
         self.conv_bias = self.new_param(spec.conv_dim, fan_in=spec.d_conv)
-        self.dt_bias = param_from(self, init_dt_bias(heads, self.generator))
-        self.A_log = param_from(self, init_a_log(heads, generator=self.generator))
-        self.D = param_from(self, 1.0 + 0.1 * torch.randn(heads, generator=self.generator))
+        self.dt_bias = self.param_from(init_dt_bias(heads, self.generator))
+        self.A_log = self.param_from(init_a_log(heads, generator=self.generator))
+        self.D = self.param_from(1.0 + 0.1 * torch.randn(heads, generator=self.generator))
         self.gated_norm_weight = self.new_norm(d_inner)
         self.out_proj_weight = self.new_param(width, d_inner)
         self._step_fns: tuple[Callable, Callable] | None = None
