@@ -201,11 +201,11 @@ def split_xbc(
 
 
 def mamba2_state_update_ref(
-    xbc: torch.Tensor,
+    xBC: torch.Tensor,
     dt: torch.Tensor,
     conv_state: torch.Tensor,
     conv_weight: torch.Tensor,
-    conv_bias: torch.Tensor,
+    conv_bias: torch.Tensor | None,
     ssm_state: torch.Tensor,
     A: torch.Tensor,
     D: torch.Tensor,
@@ -217,18 +217,20 @@ def mamba2_state_update_ref(
 ) -> torch.Tensor:
     """Mamba2's decode step from the in-projection's xBC and dt up to the gated norm.
 
-    xbc: (batch, conv_dim), before the conv; conv_dim = heads * head_dim + 2 * n_groups * d_state
+    xBC: (batch, conv_dim), before the conv; conv_dim = heads * head_dim + 2 * n_groups * d_state
     dt: (batch, heads), before bias and softplus
     conv_state: (batch, conv_dim, d_conv), shifted in place
     conv_weight: (conv_dim, d_conv)
-    conv_bias: (conv_dim,)
+    conv_bias: (conv_dim,) or None
     ssm_state: (batch, heads, head_dim, d_state), updated in place
     A, D, dt_bias: (heads,), A already -exp(A_log)
-    returns y = C h + D x: (batch, heads * head_dim) in xbc's dtype
+    returns y = C h + D x: (batch, heads * head_dim) in xBC's dtype
     """
-    xbc = causal_conv1d_update_ref(xbc, conv_state, conv_weight, conv_bias)  # (batch, conv_dim)
+    # the conv output stays in float32 into the SSM update, as in a fused kernel
+    xbc = causal_conv1d_update_ref(xBC.float(), conv_state, conv_weight, conv_bias)
     x, B, C = split_xbc(xbc, n_groups=n_groups, head_dim=head_dim, d_state=d_state)
-    return ssd_state_update_ref(ssm_state, x, dt, A, B, C, D, dt_bias).flatten(1)
+    y = ssd_state_update_ref(ssm_state, x, dt, A, B, C, D, dt_bias)  # (batch, heads, head_dim)
+    return y.flatten(1).to(xBC.dtype)
 
 
 def ssd_scan_ref(
