@@ -123,3 +123,71 @@ def lut_table(rows: list[dict[str, Any]], title: str) -> Table:
             ]
         table.add_row(*cells)
     return table
+
+
+def compare_tables(report: Any) -> None:
+    """Per-model estimate vs measurement, then the summary statistics."""
+    table = Table(
+        title=f"LUT sum vs end to end — {report.device_name}, {report.dtype}, "
+        f"{report.mode}, batch {report.batch}"
+    )
+    for header in (
+        "model",
+        "ops",
+        "width",
+        "context",
+        "LUT estimate",
+        "measured",
+        "p10-p90",
+        "error",
+    ):
+        table.add_column(header, justify="left" if header == "model" else "right")
+    for p in report.points:
+        err = p.error_pct
+        colour = "green" if abs(err) <= 5 else "yellow" if abs(err) <= 10 else "red"
+        table.add_row(
+            p.model,
+            str(p.operators),
+            str(p.width),
+            str(p.context),
+            fmt_us(p.estimate_us),
+            fmt_us(p.measured_us),
+            f"{fmt_us(p.measured_p10_us)}-{fmt_us(p.measured_p90_us)}",
+            f"[{colour}]{err:+.1f}%[/{colour}]",
+        )
+    console.print(table)
+    summary = report.summary()
+    stats = Table(title="summary")
+    stats.add_column("set")
+    for header in (
+        "n",
+        "mean |err|",
+        "median |err|",
+        "worst",
+        "within ±5%",
+        "within ±10%",
+        "Kendall τ",
+        "Spearman ρ",
+    ):
+        stats.add_column(header, justify="right")
+    for name, s in summary.items():
+        stats.add_row(
+            name,
+            str(s["n"]),
+            f"{s['mean_abs_error_pct']:.1f}%",
+            f"{s['median_abs_error_pct']:.1f}%",
+            f"{s['worst_error_pct']:+.1f}%",
+            f"{100 * s['within_5pct']:.0f}%",
+            f"{100 * s['within_10pct']:.0f}%",
+            f"{s['kendall_tau']:.3f}",
+            f"{s['spearman_rho']:.3f}",
+        )
+    console.print(stats)
+    for g in report.generations:
+        err = 100 * (g.estimate_s - g.measured_s) / g.measured_s
+        console.print(
+            f"generation {g.model}: {g.generate} tokens after {g.prompt}: "
+            f"LUT {g.estimate_s:.3f} s, measured {g.measured_s:.3f} s ({err:+.1f}%)"
+        )
+    for note in report.notes:
+        console.print(f"[dim]note: {note}[/dim]")

@@ -41,8 +41,12 @@ Point = tuple[OpSpec, Setting]
 #: total bytes of operator copies one grid point may allocate
 COPY_BUDGET_BYTES = {"cpu": 1024**3, "cuda": 8 * 1024**3}
 MAX_COPIES = 256
-#: CPU points timed together in interleaved rounds
-CPU_GROUP_SIZE = 6
+#: CPU points timed together in interleaved rounds: a group's samples spread over its whole
+#: duration, so a burst of machine noise costs each row a sample or two instead of biasing the
+#: rows that happened to run during it.  Bigger groups dilute bursts better; a killed sweep loses
+#: the group in flight, and every copy of a group is held in memory at once.
+CPU_GROUP_MAX_POINTS = 24
+CPU_GROUP_MAX_BYTES = 6 * 1024**3
 
 
 @dataclass
@@ -313,12 +317,24 @@ def check_backends(points: Iterable[Point]) -> None:
             )
 
 
-def plan_groups(points: Sequence[Point]) -> list[list[Point]]:
-    """CPU points in groups timed together (interleaved); CUDA points one by one."""
+def plan_groups(points: Sequence[Point], llc_bytes: int) -> list[list[Point]]:
+    """CPU points in groups timed together (interleaved), bounded in count and in the bytes of
+    their operator copies; CUDA points one by one (a GPU does not drift like a shared CPU)."""
     if not points:
         return []
-    size = CPU_GROUP_SIZE if points[0][1].device == "cpu" else 1
-    return [list(points[i : i + size]) for i in range(0, len(points), size)]
+    if points[0][1].device != "cpu":
+        return [[p] for p in points]
+    groups: list[list[Point]] = [[]]
+    held = 0
+    for spec, setting in points:
+        nbytes = bytes_per_copy(spec, setting) * copies_needed(spec, setting, llc_bytes)
+        full = len(groups[-1]) >= CPU_GROUP_MAX_POINTS or held + nbytes > CPU_GROUP_MAX_BYTES
+        if groups[-1] and full:
+            groups.append([])
+            held = 0
+        groups[-1].append((spec, setting))
+        held += nbytes
+    return groups
 
 
 def run_sweep(
@@ -364,7 +380,7 @@ def run_sweep(
     todo = [p for p in points if lut.row_key(p[0].key, p[1]) not in done]
     summary.skipped_existing = len(points) - len(todo)
     finished = 0
-    for group in plan_groups(todo):
+    for group in plan_groups(todo, env["llc_bytes"]):
         if on_progress:
             on_progress(finished, len(todo), f"{group[0][0].op} w{group[0][0].width}")
         with lut.locked(lut_path):  # another sweep may have measured some meanwhile

@@ -27,8 +27,8 @@ import torch
 @dataclass
 class TimerConfig:
     warmup_steps: int = 3
-    samples: int = 15
-    min_sample_s: float = 0.004
+    samples: int = 21
+    min_sample_s: float = 0.010
     cv_threshold: float = 0.10
     max_remeasure: int = 2
     graph_steps: int = 16  # K: decode steps captured in one graph (at least one per copy)

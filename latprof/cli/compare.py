@@ -1,0 +1,90 @@
+"""`latprof compare`: whole models end to end against the LUT sum."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from latprof.cli import app
+from latprof.cli.common import (
+    DeviceChoice,
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    ModeChoice,
+    handles_input_errors,
+    parse_int_list,
+    print_json,
+)
+
+EXAMPLES = """
+Examples:
+
+  latprof compare configs/compare-set/*.yaml --device cpu --lut luts/my-cpu.csv --measure-missing
+
+  latprof compare configs/nemotron-flash-1b.yaml --lut luts/h100.csv --context 1024,8192
+  --generate 8000 --plot compare.png
+"""
+
+
+@app.command(epilog=EXAMPLES)
+@handles_input_errors
+def compare(
+    configs: Annotated[list[Path], typer.Argument(help="Model configs (latprof YAML or HF json).")],
+    lut: Annotated[Path, typer.Option("--lut", help="LUT CSV from `latprof sweep`.")],
+    batch: Annotated[int, typer.Option("--batch", help="Batch size.")] = 1,
+    context: Annotated[str, typer.Option("--context", help="Contexts, comma list.")] = "1024",
+    device: DeviceOpt = DeviceChoice.auto,
+    dtype: DtypeOpt = None,
+    mode: Annotated[ModeChoice | None, typer.Option("--mode", help="graph | eager (cuda).")] = None,
+    backend: Annotated[
+        str | None, typer.Option("--backend", help="Backends: a name or op=name pairs.")
+    ] = None,
+    generate: Annotated[
+        int | None, typer.Option("--generate", help="Also compare T-token generations.")
+    ] = None,
+    prompt: Annotated[
+        int | None, typer.Option("--prompt", help="Prompt length for --generate.")
+    ] = None,
+    measure_missing: Annotated[
+        bool, typer.Option("--measure-missing", help="Measure LUT rows the models need first.")
+    ] = False,
+    allow_extrapolation: Annotated[bool, typer.Option("--allow-extrapolation")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Use a LUT of another setting.")] = False,
+    samples: Annotated[int | None, typer.Option("--samples", help="Timed samples.")] = None,
+    plot_path: Annotated[Path | None, typer.Option("--plot", help="Write a PNG scatter.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build whole models, time their decode steps end to end and compare with the LUT sum."""
+    from latprof.compare import CompareRequest, plot, run_compare
+    from latprof.errors import InputError
+    from latprof.report import compare_tables, progress_bar
+
+    if generate is not None and generate <= 0:
+        raise InputError(f"--generate must be positive, got {generate}")
+    request = CompareRequest(
+        configs=tuple(configs),
+        lut=lut,
+        batch=batch,
+        contexts=tuple(parse_int_list(context, "context")),
+        device=device.value,
+        dtype=dtype,
+        mode=mode.value if mode else None,
+        backend=backend,
+        generate=generate,
+        prompt=prompt,
+        measure_missing=measure_missing,
+        allow_extrapolation=allow_extrapolation,
+        force=force,
+        samples=samples,
+    )
+    with progress_bar(enabled=not as_json) as on_progress:
+        report = run_compare(request, on_progress)
+    if plot_path is not None:
+        plot(report, plot_path)
+    if as_json:
+        print_json(report.as_json())
+    else:
+        compare_tables(report)

@@ -1,0 +1,91 @@
+"""`latprof compare` end to end on tiny models: rows measured if asked, statistics, plot, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from latprof.cli import _register, app
+
+_register()
+runner = CliRunner()
+
+TINY = {
+    "tiny-attn.yaml": "name: tiny-attn\nwidth: 128\nvocab_size: 512\npattern: '(attention ffn)*2'\n"
+    "defaults: {attention: {heads: 2, kv_heads: 1, head_dim: 64}}\n",
+    "tiny-mamba2.yaml": "name: tiny-mamba2\nwidth: 128\nvocab_size: 512\npattern: 'mamba2 ffn'\n"
+    "defaults: {mamba2: {head_dim: 32, d_state: 16}}\n",
+}
+
+
+@pytest.fixture
+def configs(tmp_path):
+    paths = []
+    for name, text in TINY.items():
+        (tmp_path / name).write_text(text)
+        paths.append(str(tmp_path / name))
+    return paths
+
+
+def test_compare_measures_missing_rows_and_reports_statistics(configs, tmp_path):
+    lut = tmp_path / "lut.csv"
+    plot = tmp_path / "plot.png"
+    args = [
+        "compare",
+        *configs,
+        "--device",
+        "cpu",
+        "--lut",
+        str(lut),
+        "--context",
+        "16,64",
+        "--samples",
+        "5",
+        "--measure-missing",
+        "--generate",
+        "4",
+        "--plot",
+        str(plot),
+        "--json",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["measured_missing_rows"] > 0 and lut.exists()
+    points = report["points"]
+    assert sorted((p["model"], p["context"]) for p in points) == [
+        ("tiny-attn", 16),
+        ("tiny-attn", 64),
+        ("tiny-mamba2", 16),
+        ("tiny-mamba2", 64),
+    ]
+    for p in points:
+        assert p["estimate_us"] > 0 and p["measured_us"] > 0
+        assert p["error_pct"] == pytest.approx(100 * (p["estimate_us"] / p["measured_us"] - 1))
+    summary = report["summary"]["all"]
+    assert summary["n"] == 4 and -1 <= summary["kendall_tau"] <= 1
+    assert 0 <= summary["within_5pct"] <= summary["within_10pct"] <= 1
+    generations = report["generations"]
+    assert len(generations) == 2 and all(g["measured_s"] > 0 for g in generations)
+    assert plot.stat().st_size > 10_000
+    # the LUT now has every row: a second run measures nothing
+    again = json.loads(runner.invoke(app, args).stdout)
+    assert again["measured_missing_rows"] == 0
+
+
+def test_missing_lut_without_measure_missing_is_exit_2(configs, tmp_path):
+    result = runner.invoke(
+        app, ["compare", *configs, "--device", "cpu", "--lut", str(tmp_path / "none.csv")]
+    )
+    assert result.exit_code == 2 and "--measure-missing" in result.output
+
+
+def test_unknown_config_format_is_exit_2(tmp_path):
+    bad = tmp_path / "model.txt"
+    bad.write_text("width: 1")
+    result = runner.invoke(
+        app, ["compare", str(bad), "--device", "cpu", "--lut", str(tmp_path / "x.csv")]
+    )
+    assert result.exit_code == 2 and "unknown model config format" in result.output
