@@ -191,3 +191,142 @@ def compare_tables(report: Any) -> None:
         )
     for note in report.notes:
         console.print(f"[dim]note: {note}[/dim]")
+
+
+# ---- `latprof estimate` --------------------------------------------------------------------------
+def _estimate_us(value: float | None) -> str:
+    """µs, ms or s, whichever reads best (estimates run to seconds; `fmt_us` stops at ms)."""
+    if value is None:
+        return "-"
+    if value >= 1e6:
+        return f"{value / 1e6:,.3f} s"
+    return f"{value / 1e3:,.2f} ms" if value >= 1e4 else f"{value:,.1f} µs"
+
+
+def _estimate_bytes(value: int | None) -> str:
+    """Decimal units (GB = 1e9 bytes), as `--device-memory` takes them."""
+    if value is None:
+        return "-"
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if value >= size:
+            return f"{value / size:,.2f} {unit}"
+    return f"{value} B"
+
+
+def _estimate_short_spec(key: str) -> str:
+    """`attention(width=2048,heads=16,...)` -> `heads=16,...` (op and width have columns)."""
+    inner = key.split("(", 1)[1].rstrip(")")
+    return ", ".join(p for p in inner.split(",") if not p.startswith("width="))
+
+
+def print_estimate(doc: dict) -> None:
+    """`latprof estimate` as rich tables, drawn from its `--json` document (one source of truth
+    for both outputs)."""
+    from rich.markup import escape
+
+    term = console
+    m, q = doc["model"], doc["query"]
+    term.print(
+        f"[bold]{m['name']}[/]: {m['layers']} layers ({m['summary']}), width {m['width']}, "
+        f"vocab {m['vocab_size']:,}, {m['params'] / 1e6:,.1f} M params"
+        + (f", {m['meta_tokens']} meta tokens" if m["meta_tokens"] else "")
+    )
+    if doc["lut"]:
+        lut = doc["lut"]
+        bw = f", floor at {lut['bandwidth_gbps']} GB/s" if lut["bandwidth_gbps"] else ""
+        term.print(
+            f"LUT {lut['path']}: {lut['device_name'] or lut['device']}, {lut['dtype']}, "
+            f"{lut['mode']}{bw}"
+        )
+    if doc["layers"]:
+        first, last = q["first_context"], q["last_context"]
+        table = Table(title=f"Decode step, batch {q['batch']}, context {first} -> {last}")
+        for name, justify in (
+            ("op", "left"),
+            ("spec", "left"),
+            ("count", "right"),
+            ("backend", "left"),
+            (f"µs @{first}", "right"),
+            (f"µs @{last}", "right"),
+            ("share", "right"),
+            ("floor µs", "right"),
+            ("how", "left"),
+        ):
+            table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+        for r in doc["layers"]:
+            how = r["interpolation"] + (" [red]EXTRAPOLATED[/]" if r["extrapolated"] else "")
+            floor = "-" if r["roofline_us_last"] is None else f"{r['roofline_us_last']:,.1f}"
+            table.add_row(
+                r["op"],
+                _estimate_short_spec(r["spec"]),
+                str(r["count"]),
+                r["backend"],
+                f"{r['latency_us_first']:,.1f}",
+                f"{r['latency_us_last']:,.1f}",
+                f"{100 * r['share_of_step']:.1f}%",
+                floor,
+                how,
+            )
+        term.print(table)
+        _print_estimate_totals(term, doc)
+    _print_estimate_memory(term, doc)
+    for note in doc["notes"]:
+        term.print(f"[yellow]note[/]: {escape(note)}")
+
+
+def _print_estimate_totals(term: Console, doc: dict) -> None:
+    t, q = doc["totals"], doc["query"]
+    table = Table(title="Totals", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    floor = t["roofline_step_us_last"]
+    rows = [
+        (f"step latency @ context {q['first_context']}", _estimate_us(t["step_us_first"])),
+        (
+            f"step latency @ context {q['last_context']}",
+            _estimate_us(t["step_us_last"]) + (f"  (floor {_estimate_us(floor)})" if floor else ""),
+        ),
+        (f"decode {q['generate']} tokens", _estimate_us(t["decode_us"])),
+        (
+            f"prefill {q['prompt']} tokens",
+            _estimate_us(t["prefill_us"])
+            + (f"  ({t['prefill_note']})" if t["prefill_note"] else ""),
+        ),
+        ("tokens/s (decode)", f"{t['tokens_per_s']:,.1f}"),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    term.print(table)
+    for key, label in (("interpolated", "interpolated"), ("extrapolated", "EXTRAPOLATED")):
+        if doc[key]:
+            term.print(f"{label}: " + "; ".join(doc[key]), markup=False)
+
+
+def _print_estimate_memory(term: Console, doc: dict) -> None:
+    mem = doc["memory"]
+    meta = f" + {mem['meta_tokens']} meta" if mem["meta_tokens"] else ""
+    title = f"Memory: {mem['dtype']}, batch {mem['batch']}, {mem['context']:,}{meta} tokens"
+    table = Table(title=title, show_header=False)
+    table.add_column("what")
+    table.add_column("bytes", justify="right")
+    table.add_column("", justify="right")
+    for key, label in (
+        ("weights_bytes", "weights"),
+        ("kv_cache_bytes", "KV cache"),
+        ("recurrent_state_bytes", "recurrent state"),
+        ("conv_state_bytes", "conv state"),
+        ("total_bytes", "total"),
+    ):
+        table.add_row(label, f"{mem[key]:,}", _estimate_bytes(mem[key]))
+    term.print(table)
+    fit = doc["max_batch"]
+    if fit:
+        line = (
+            f"largest batch in {_estimate_bytes(fit['device_memory_bytes'])}: {fit['max_batch']:,} "
+            f"({_estimate_bytes(fit['bytes_per_sequence'])} per sequence)"
+        )
+        if fit["tokens_per_s"] is not None:
+            line += f", {fit['tokens_per_s']:,.0f} tokens/s"
+        if fit["throughput_note"]:
+            line += f" ({fit['throughput_note']})"
+        term.print(line, markup=False)
