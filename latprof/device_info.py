@@ -137,7 +137,7 @@ def memory_bandwidth_gbps(device: str) -> tuple[float, str]:
 
 @cache
 def measure_copy_bandwidth_gbps(
-    device: str, nbytes: int = 512 * 1024**2, repeats: int = 5
+    device: str, nbytes: int = 512 * 1024**2, repeats: int = 10
 ) -> float:
     """Best-of-`repeats` bandwidth of copying `nbytes` (counting read + write), GB/s."""
     src = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
