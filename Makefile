@@ -32,11 +32,13 @@ $(VENV)/.installed: pyproject.toml
 	  echo "mamba-ssm could not be built; its backend and peer tests will report why they skip"
 	touch $@
 
-# The main job: a quick sweep on this device (CPU when no GPU) and a look at the resulting LUT.
+# The main job: a quick sweep on this device (the CPU when there is no GPU), a look at the LUT,
+# and an estimate of a Nemotron-Flash-1B-shaped model from it (measuring the rows it lacks).
 run: install
 	$(VENV)/bin/latprof sweep --spec luts/quick.yaml --out luts/local-quick.csv
-	$(VENV)/bin/latprof show luts/local-quick.csv
-	$(VENV)/bin/latprof estimate configs/nemotron-flash-1b.yaml --lut luts/local-quick.csv --allow-extrapolation --generate 1000
+	$(VENV)/bin/latprof show luts/local-quick.csv --batch 1
+	$(VENV)/bin/latprof estimate configs/nemotron-flash-1b.yaml --lut luts/local-quick.csv \
+	  --measure-missing --prompt 1024 --generate 1000
 
 test: install
 	$(PY) -m pytest -q

@@ -18,8 +18,11 @@ from latprof.model import ModelSpec, load_model
 from latprof.specs import OpSpec, canonical_dtype
 from latprof.stats import error_summary, relative_error_pct
 
-#: whole-model points timed together in interleaved rounds on a CPU
-CPU_GROUP_SIZE = 4
+#: whole-model points timed together in interleaved rounds on a CPU (as the sweep's groups)
+CPU_GROUP_MAX_POINTS = 8
+CPU_GROUP_MAX_BYTES = 6 * 1024**3
+#: end-to-end samples per point on a CPU: few points, so more samples to tighten each median
+CPU_E2E_SAMPLES = 41
 
 
 @dataclass(frozen=True)
@@ -185,7 +188,7 @@ def run_compare(req: CompareRequest, on_progress=None) -> CompareReport:
     from latprof import device_info, e2e, sweep
     from latprof.estimate import Estimator
     from latprof.grid import resolve_mode
-    from latprof.timing import TimerConfig
+    from latprof.timing import TimerConfig, interleave_groups
 
     if not req.configs:
         raise InputError("compare needs at least one model config")
@@ -234,6 +237,8 @@ def run_compare(req: CompareRequest, on_progress=None) -> CompareReport:
     }
 
     config = TimerConfig.for_device(device)
+    if device == "cpu":
+        config.samples = CPU_E2E_SAMPLES
     if req.samples:
         config.samples = req.samples
     llc = device_info.last_level_cache_bytes(device)
@@ -254,12 +259,21 @@ def run_compare(req: CompareRequest, on_progress=None) -> CompareReport:
         for i, m in enumerate(models)
         for c in req.contexts
     ]
-    size = CPU_GROUP_SIZE if device == "cpu" else 1
+    if device == "cpu":
+        groups = interleave_groups(
+            e2e_points,
+            lambda item: e2e.held_bytes(item[2], llc),
+            CPU_GROUP_MAX_POINTS,
+            CPU_GROUP_MAX_BYTES,
+        )
+    else:
+        groups = [[item] for item in e2e_points]
     results: list[ComparePoint] = []
-    for start in range(0, len(e2e_points), size):
-        group = e2e_points[start : start + size]
+    done = 0
+    for group in groups:
         if on_progress:
-            on_progress(start, len(e2e_points), group[0][2].model.name)
+            on_progress(done, len(e2e_points), group[0][2].model.name)
+        done += len(group)
         for (i, c, _), m in zip(
             group, e2e.measure([p for _, _, p in group], llc, config), strict=True
         ):

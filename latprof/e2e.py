@@ -124,6 +124,13 @@ def copies_needed(point: E2EPoint, llc_bytes: int) -> int:
     return int(max(1, min(wanted, affordable, MAX_COPIES)))
 
 
+def held_bytes(point: E2EPoint, llc_bytes: int) -> int:
+    """Bytes of all the model copies one point holds while it is timed."""
+    return model_bytes(point.model, point.batch, point.context, point.dtype) * copies_needed(
+        point, llc_bytes
+    )
+
+
 def check_point(point: E2EPoint) -> None:
     """Every backend of the point can run, and graph mode only where every block allows it."""
     backends = dict(point.backends)

@@ -11,8 +11,9 @@ dtype: null                        # default: bf16 on cuda, float32 on cpu
 mode: null                         # graph | eager (default graph on cuda, eager on cpu)
 phases: [decode]                   # decode and/or prefill (prefill: context = prompt length)
 backends: [torch]                  # each op is measured with every listed backend it supports
-ops:                               # op -> overrides: widths, backends, params (lists = product)
+ops:                               # op -> overrides: widths, backends, params (lists), mode
   attention: {backends: [torch, sdpa]}
+  moe: {mode: eager}               # e.g. an op whose step cannot be graph-captured
   lm_head: {params: {vocab_size: [32000]}}
 op_specs: ["ffn(width=2048,ffn_dim=6144,activation=swiglu)"]   # exact specs, at every setting
 ```
@@ -32,6 +33,8 @@ from latprof.lut import ANY_CONTEXT, Setting
 from latprof.specs import OPERATOR_NAMES, OpSpec, build_spec, canonical_dtype, spec_from_key
 
 PHASES = ("decode", "prefill")
+#: what a spec file may override per operator
+OP_KEYS = ("widths", "backends", "params", "mode")
 #: backends whose kernels are Triton: on a CPU they would run in Triton's interpreter, an emulator
 TRITON_BACKENDS = frozenset({"triton", "fla", "mamba_ssm"})
 
@@ -131,6 +134,8 @@ def expand(request: GridRequest, supported_backends) -> list[tuple[OpSpec, Setti
                 specs.append(build_spec(op, width, **params))
     specs += [spec_from_key(key) for key in request.op_specs]
     for spec in specs:
+        over = overrides.get(spec.op, {})
+        mode = resolve_mode(over["mode"], request.device) if "mode" in over else request.mode
         for backend in backends_for(spec.op, request, supported_backends(spec.op)):
             for phase in request.phases:
                 contexts = request.context
@@ -140,7 +145,7 @@ def expand(request: GridRequest, supported_backends) -> list[tuple[OpSpec, Setti
                     continue
                 for batch, context in itertools.product(request.batch, contexts):
                     setting = Setting(
-                        phase, batch, context, request.dtype, request.device, backend, request.mode
+                        phase, batch, context, request.dtype, request.device, backend, mode
                     )
                     points.setdefault((spec.key, setting), (spec, setting))
     return list(points.values())
@@ -194,7 +199,13 @@ def request_from_file(
                 f"{path}: unknown operator {op!r}; valid operators: {', '.join(OPERATOR_NAMES)}"
             )
         if over is not None and not isinstance(over, dict):
-            raise InputError(f"{path}: ops.{op} must be a mapping (widths, backends, params)")
+            raise InputError(f"{path}: ops.{op} must be a mapping ({', '.join(OP_KEYS)})")
+        unknown = sorted(set(over or {}) - set(OP_KEYS))
+        if unknown:
+            raise InputError(
+                f"{path}: ops.{op}: unknown key(s) {', '.join(unknown)}; "
+                f"valid: {', '.join(OP_KEYS)}"
+            )
     phases = _as_tuple(data.get("phases"), "phases", str) or ("decode",)
     for phase in phases:
         if phase not in PHASES:

@@ -32,6 +32,7 @@ from latprof.timing import (
     Measurement,
     TimerConfig,
     Workload,
+    interleave_groups,
     time_cpu,
     time_cuda_eager,
     time_cuda_graph,
@@ -320,21 +321,13 @@ def check_backends(points: Iterable[Point]) -> None:
 def plan_groups(points: Sequence[Point], llc_bytes: int) -> list[list[Point]]:
     """CPU points in groups timed together (interleaved), bounded in count and in the bytes of
     their operator copies; CUDA points one by one (a GPU does not drift like a shared CPU)."""
-    if not points:
-        return []
-    if points[0][1].device != "cpu":
+    if points and points[0][1].device != "cpu":
         return [[p] for p in points]
-    groups: list[list[Point]] = [[]]
-    held = 0
-    for spec, setting in points:
-        nbytes = bytes_per_copy(spec, setting) * copies_needed(spec, setting, llc_bytes)
-        full = len(groups[-1]) >= CPU_GROUP_MAX_POINTS or held + nbytes > CPU_GROUP_MAX_BYTES
-        if groups[-1] and full:
-            groups.append([])
-            held = 0
-        groups[-1].append((spec, setting))
-        held += nbytes
-    return groups
+
+    def held(point: Point) -> int:
+        return bytes_per_copy(*point) * copies_needed(*point, llc_bytes)
+
+    return interleave_groups(points, held, CPU_GROUP_MAX_POINTS, CPU_GROUP_MAX_BYTES)
 
 
 def run_sweep(

@@ -20,8 +20,11 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -83,6 +86,23 @@ class Workload:
 
 
 # ---- CPU ------------------------------------------------------------------------------------
+def interleave_groups(
+    items: Sequence[T], nbytes: Callable[[T], int], max_items: int, max_bytes: int
+) -> list[list[T]]:
+    """Consecutive groups of items to time together in interleaved rounds, each at most
+    `max_items` long and (beyond its first item) at most `max_bytes` of operator copies held."""
+    groups: list[list[T]] = []
+    held = 0
+    for item in items:
+        size = nbytes(item)
+        if not groups or len(groups[-1]) >= max_items or held + size > max_bytes:
+            groups.append([])
+            held = 0
+        groups[-1].append(item)
+        held += size
+    return groups
+
+
 def _cpu_sample_us(workload: Workload, steps: int) -> float:
     t0 = time.perf_counter_ns()
     for _ in range(steps):

@@ -151,3 +151,25 @@ def test_two_sweeps_on_one_lut_do_not_corrupt_it(tmp_path):
     rows = lut.read_rows(out)
     keys = [lut.key_of_row(r) for r in rows]
     assert len(rows) == 16 and len(set(keys)) == 16
+
+
+def test_spec_file_mode_override_per_operator_and_unknown_keys(tmp_path):
+    from latprof.grid import request_from_file
+
+    data = {"ops": {"ffn": {}, "moe": {"mode": "eager"}}, "widths": [128]}
+    req = request_from_file(data, device="cuda", dtype=None, mode=None, path="spec.yaml")
+    modes = {spec.op: s.mode for spec, s in expand(req, backends_of)}
+    assert modes == {"ffn": "graph", "moe": "eager"}
+    with pytest.raises(InputError, match="unknown key"):
+        request_from_file(
+            {"ops": {"ffn": {"width": [1]}}}, device="cpu", dtype=None, mode=None, path="spec.yaml"
+        )
+
+
+def test_interleave_groups_bound_count_and_bytes():
+    from latprof.timing import interleave_groups
+
+    sizes = [5, 5, 5, 20, 1, 1, 1, 1]
+    groups = interleave_groups(sizes, lambda n: n, max_items=3, max_bytes=12)
+    assert groups == [[5, 5], [5], [20], [1, 1, 1], [1]]  # an oversized item stands alone
+    assert sum(groups, []) == sizes
