@@ -168,6 +168,7 @@ def compare_tables(report: Any) -> None:
         "within ±10%",
         "Kendall τ",
         "Spearman ρ",
+        "flipped pairs (widest gap)",
     ):
         stats.add_column(header, justify="right")
     for name, s in summary.items():
@@ -181,6 +182,7 @@ def compare_tables(report: Any) -> None:
             f"{100 * s['within_10pct']:.0f}%",
             f"{s['kendall_tau']:.3f}",
             f"{s['spearman_rho']:.3f}",
+            f"{s['discordant_pairs']}/{s['pairs']} ({s['max_discordant_gap_pct']:.1f}%)",
         )
     console.print(stats)
     for g in report.generations:

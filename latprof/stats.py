@@ -59,14 +59,31 @@ def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
     return (concordant - discordant) / denom if denom else float("nan")
 
 
+def discordant_pairs(
+    estimates: Sequence[float], measured: Sequence[float]
+) -> list[tuple[int, int]]:
+    """Index pairs whose order the estimate gets wrong (ties excluded)."""
+    n = len(estimates)
+    return [
+        (i, j)
+        for i in range(n)
+        for j in range(i + 1, n)
+        if (estimates[i] - estimates[j]) * (measured[i] - measured[j]) < 0
+    ]
+
+
 def error_summary(estimates: Sequence[float], measured: Sequence[float]) -> dict[str, float]:
-    """Mean / median / worst |error| %, share within ±5% and ±10%, Kendall tau, Spearman rho."""
+    """Mean / median / worst |error| %, share within ±5% and ±10%, Kendall tau, Spearman rho,
+    and the discordant pairs: how many, and the widest measured gap (%) between the two models of
+    one (a ranking error between near-ties is measurement noise; one across a wide gap is not)."""
     if len(estimates) != len(measured) or not estimates:
         raise ValueError("need matching, non-empty estimate and measurement lists")
     errors = [relative_error_pct(e, m) for e, m in zip(estimates, measured, strict=True)]
     abs_err = [abs(e) for e in errors]
     worst = max(range(len(errors)), key=lambda i: abs_err[i])
     n = len(errors)
+    flipped = discordant_pairs(estimates, measured)
+    gaps = [abs(measured[i] - measured[j]) / min(measured[i], measured[j]) for i, j in flipped]
     return {
         "n": n,
         "mean_abs_error_pct": statistics.fmean(abs_err),
@@ -78,4 +95,7 @@ def error_summary(estimates: Sequence[float], measured: Sequence[float]) -> dict
         "within_10pct": sum(a <= 10 for a in abs_err) / n,
         "kendall_tau": kendall_tau(estimates, measured) if n > 1 else float("nan"),
         "spearman_rho": spearman_rho(estimates, measured) if n > 1 else float("nan"),
+        "discordant_pairs": len(flipped),
+        "pairs": n * (n - 1) // 2,
+        "max_discordant_gap_pct": 100 * max(gaps) if gaps else 0.0,
     }

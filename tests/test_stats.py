@@ -32,3 +32,12 @@ def test_error_summary_signs_and_shares():
 def test_reversed_ranking_is_minus_one():
     assert stats.kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     assert stats.spearman_rho([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+
+
+def test_discordant_pairs_and_their_widest_gap():
+    est = [10.0, 20.0, 30.0, 40.0]
+    meas = [10.0, 21.0, 20.0, 40.0]  # models 1 and 2 swapped; measured 5% apart
+    s = stats.error_summary(est, meas)
+    assert stats.discordant_pairs(est, meas) == [(1, 2)]
+    assert s["discordant_pairs"] == 1 and s["pairs"] == 6
+    assert s["max_discordant_gap_pct"] == pytest.approx(5.0)
