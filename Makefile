@@ -48,12 +48,12 @@ test-all: install
 	$(PY) -m pytest -q -m "slow or not slow"
 
 lint: install
-	$(PY) -m ruff check latprof kernels tests
-	$(PY) -m ruff format --check latprof kernels tests
+	$(PY) -m ruff check latprof kernels tests benchmarks
+	$(PY) -m ruff format --check latprof kernels tests benchmarks
 
 format: install
-	$(PY) -m ruff format latprof kernels tests
-	$(PY) -m ruff check --fix latprof kernels tests
+	$(PY) -m ruff format latprof kernels tests benchmarks
+	$(PY) -m ruff check --fix latprof kernels tests benchmarks
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -17,6 +17,7 @@ import math
 
 import pytest
 import torch
+from op_checks import clone_state
 
 from latprof import device_info, e2e, lut, sweep
 from latprof.errors import InputError
@@ -117,10 +118,6 @@ def test_a_graph_captured_at_a_longer_context_does_more_work():
         torch.cuda.empty_cache()
     print(f"attention w256 b8 graph: {medians}")
     assert medians[32768] > 1.3 * medians[128], medians
-
-
-def clone_state(state: State) -> State:
-    return {name: t.clone() for name, t in state.items()}
 
 
 def assert_same_step(

@@ -19,18 +19,6 @@ TOL = {
 }
 
 
-@pytest.fixture
-def poison_empty(monkeypatch):
-    """torch.empty returns NaN-filled floats, so an output element a kernel forgets is NaN."""
-    real_empty = torch.empty
-
-    def empty(*args, **kwargs):
-        t = real_empty(*args, **kwargs)
-        return t.fill_(float("nan")) if t.is_floating_point() else t
-
-    monkeypatch.setattr(torch, "empty", empty)
-
-
 def rope_tables(max_context, head_dim, device):
     inv_freq = 1.0 / 10000 ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
     angles = torch.arange(max_context, dtype=torch.float32)[:, None] * inv_freq[None, :]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from op_checks import KERNEL_TOL as TOL
 
 from latprof.kernels.mamba_step import (
     causal_conv1d_update,
@@ -12,24 +13,6 @@ from latprof.kernels.mamba_step import (
     selective_state_update,
     selective_state_update_ref,
 )
-
-TOL = {
-    torch.float32: dict(atol=1e-5, rtol=1e-5),
-    torch.bfloat16: dict(atol=2e-2, rtol=2e-2),
-    torch.float16: dict(atol=2e-3, rtol=2e-3),
-}
-
-
-@pytest.fixture
-def poison_empty(monkeypatch):
-    """torch.empty returns NaN-filled floats, so an output element a kernel forgets is NaN."""
-    real_empty = torch.empty
-
-    def empty(*args, **kwargs):
-        t = real_empty(*args, **kwargs)
-        return t.fill_(float("nan")) if t.is_floating_point() else t
-
-    monkeypatch.setattr(torch, "empty", empty)
 
 
 def randn(gen, *shape, dtype=torch.float32, device="cpu", scale=1.0):

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from op_checks import clone_state, param_count, run_steps
 
 from latprof.errors import BackendUnavailable, InputError
 from latprof.ops.attention import AttentionBlock, apply_rope, gqa_decode_ref, rope_tables
@@ -50,7 +51,7 @@ def run_steps_against_prefill(block, batch, seq, seed):
     ref_state = poisoned_state(block, batch, max_context)
     ref = block.prefill(x, ref_state)
     state = poisoned_state(block, batch, max_context)
-    outs = torch.stack([block.step(x[:, t], state, t) for t in range(seq)], dim=1)
+    outs = run_steps(block, x, state)
     assert outs.shape == x.shape == ref.shape
     assert torch.isfinite(outs).all()
     torch.testing.assert_close(outs, ref, atol=ATOL, rtol=1e-4)
@@ -86,7 +87,7 @@ def mid_sequence_step(backend, shape, batch, prompt):
     state = poisoned_state(ref_block, batch, prompt + 9)
     ref_block.prefill(ref_block.example_sequence(batch, prompt, gen), state)
     x = ref_block.example_input(batch, gen)
-    ref_state = {name: t.clone() for name, t in state.items()}
+    ref_state = clone_state(state)
     return ref_block.step(x, ref_state, prompt), ref_state, block.step(x, state, prompt), state
 
 
@@ -110,11 +111,11 @@ def test_step_uses_the_whole_cache_and_only_it():
     state = block.allocate_state(2, 16)
     block.prefill(block.example_sequence(2, 9), state)
     x = block.example_input(2)
-    base = block.step(x, {k: t.clone() for k, t in state.items()}, 9)
-    early = {k: t.clone() for k, t in state.items()}
+    base = block.step(x, clone_state(state), 9)
+    early = clone_state(state)
     early["v"][:, 0] += 1.0
     assert not torch.allclose(block.step(x, early, 9), base, atol=1e-3)
-    late = {k: t.clone() for k, t in state.items()}
+    late = clone_state(state)
     late["v"][:, 10:] = float("nan")
     late["k"][:, 10:] = float("nan")
     torch.testing.assert_close(block.step(x, late, 9), base)
@@ -163,13 +164,13 @@ def test_state_shapes_and_dtypes():
 def test_param_count_matches_spec(shape):
     spec = spec_of(shape)
     block = AttentionBlock(spec)
-    assert sum(p.numel() for p in block.parameters()) == spec.param_count()
+    assert param_count(block) == spec.param_count()
 
 
 def test_default_spec_param_count():
     spec = build_spec("attention", 256)
     block = AttentionBlock(spec)
-    assert sum(p.numel() for p in block.parameters()) == spec.param_count()
+    assert param_count(block) == spec.param_count()
 
 
 def test_bad_backend_is_input_error():
@@ -202,7 +203,7 @@ def test_backends_bf16_on_gpu(backend):
     block.load_state_dict(ref_block.state_dict())
     state = block.allocate_state(4, 300)
     ref_block.prefill(ref_block.example_sequence(4, 200), state)
-    ref_state = {k: t.clone() for k, t in state.items()}
+    ref_state = clone_state(state)
     x = ref_block.example_input(4)
     out = block.step(x, state, 200)
     ref = ref_block.step(x, ref_state, 200)

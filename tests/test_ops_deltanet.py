@@ -7,8 +7,18 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from op_checks import (
+    LA_TOL,
+    assert_state_bytes_match_spec,
+    check_bfloat16_keeps_state_dtype_and_tracks_prefill,
+    check_fla_refused_without_interpreter,
+    check_fla_step_equals_torch_step,
+    check_prefill_continues_from_state,
+    check_steps_from_zero_state_equal_prefill,
+    check_unknown_backend_refused,
+    param_count,
+)
 
-from latprof.errors import BackendUnavailable, InputError
 from latprof.ops import build_block
 from latprof.ops.deltanet import DeltaNetBlock
 from latprof.ops.linear_attention import (
@@ -19,53 +29,14 @@ from latprof.ops.linear_attention import (
 )
 from latprof.specs import build_spec
 
-TOL = {
-    torch.float32: {"atol": 2e-5, "rtol": 2e-5},
-    torch.bfloat16: {"atol": 6e-2, "rtol": 6e-2},
-}
 SMALL = {"heads": 2, "head_dim": 16}  # width 32: fast under the interpreter
 AWKWARD = {"heads": 5, "head_dim": 64}  # width 320
 
-
-@pytest.fixture(autouse=True)
-def no_grad():
-    with torch.no_grad():
-        yield
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls: one thread is faster than several fighting over a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def nan_poison():
-    """Fill every torch.empty / new_empty with NaN, so an output a kernel forgets to write fails."""
-    before = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    yield
-    torch.use_deterministic_algorithms(before)
+pytestmark = pytest.mark.usefixtures("no_grad", "one_thread")
 
 
 def spec_of(width: int, **kw):
     return build_spec("deltanet", width, **kw)
-
-
-def run_steps(block, x: torch.Tensor, state) -> torch.Tensor:
-    """x: (batch, seq, width) -> (batch, seq, width), one decode step per token."""
-    return torch.stack([block.step(x[:, t], state, t) for t in range(x.shape[1])], dim=1)
-
-
-def random_state(block, batch: int, generator: torch.Generator):
-    """A state as if some tokens had been decoded: random recurrent and conv state."""
-    state = block.allocate_state(batch, 16)
-    for tensor in state.values():
-        tensor.copy_(0.5 * torch.randn(tensor.shape, generator=generator))
-    return state
 
 
 # ---- shared pieces -------------------------------------------------------------------------
@@ -79,10 +50,10 @@ def test_causal_conv_is_a_padded_depthwise_conv(seq):
         F.conv1d(x.transpose(1, 2), weight.unsqueeze(1), padding=d_conv - 1, groups=channels)
     )[:, :, :seq].transpose(1, 2)
     state = torch.zeros(batch, channels, d_conv)
-    torch.testing.assert_close(causal_conv(x, state, weight), expected, **TOL[torch.float32])
+    torch.testing.assert_close(causal_conv(x, state, weight), expected, **LA_TOL[torch.float32])
     step_state = torch.zeros(batch, channels, d_conv)
     steps = torch.stack([causal_conv_step(x[:, t], step_state, weight) for t in range(seq)], 1)
-    torch.testing.assert_close(steps, expected, **TOL[torch.float32])
+    torch.testing.assert_close(steps, expected, **LA_TOL[torch.float32])
     torch.testing.assert_close(step_state, state, atol=0, rtol=0)
 
 
@@ -106,8 +77,8 @@ def test_delta_rule_matches_fla_naive(seq):
     o_ref, ht_ref = naive.delta_rule_recurrence(
         *(t.transpose(1, 2) for t in (q, k, v, beta)), initial_state=h0.clone()
     )
-    torch.testing.assert_close(o, o_ref.transpose(1, 2), **TOL[torch.float32])
-    torch.testing.assert_close(ht, ht_ref, **TOL[torch.float32])
+    torch.testing.assert_close(o, o_ref.transpose(1, 2), **LA_TOL[torch.float32])
+    torch.testing.assert_close(ht, ht_ref, **LA_TOL[torch.float32])
 
 
 # ---- the block -----------------------------------------------------------------------------
@@ -117,7 +88,7 @@ def test_delta_rule_matches_fla_naive(seq):
 def test_param_count_matches_spec(width, kw):
     spec = spec_of(width, **kw)
     block = DeltaNetBlock(spec)
-    assert sum(p.numel() for p in block.parameters()) == spec.param_count()
+    assert param_count(block) == spec.param_count()
 
 
 @pytest.mark.parametrize("batch", [1, 3])
@@ -126,9 +97,7 @@ def test_state_shapes_match_spec_bytes(batch):
     state = DeltaNetBlock(spec).allocate_state(batch, 128)
     assert state["recurrent"].shape == (batch, 5, 64, 64)
     assert state["conv"].shape == (batch, spec.conv_channels, spec.d_conv)
-    expected = spec.state_bytes(batch, 128, "float32")
-    assert state["recurrent"].nbytes == expected.recurrent
-    assert state["conv"].nbytes == expected.conv
+    assert_state_bytes_match_spec(state, spec, batch, 128)
 
 
 @pytest.mark.parametrize("batch", [1, 3])
@@ -136,58 +105,24 @@ def test_state_shapes_match_spec_bytes(batch):
 @pytest.mark.parametrize(("width", "kw"), [(32, SMALL), (320, AWKWARD)])
 def test_steps_from_zero_state_equal_prefill(width, kw, seq, batch):
     block = DeltaNetBlock(spec_of(width, **kw), seed=seq)
-    x = block.example_sequence(batch, seq, torch.Generator().manual_seed(batch))
-    step_state = block.allocate_state(batch, seq)
-    stepped = run_steps(block, x, step_state)
-    prefill_state = block.allocate_state(batch, seq)
-    prefilled = block.prefill(x, prefill_state)
-    assert prefilled.shape == (batch, seq, width)
-    assert torch.isfinite(prefilled).all()
-    torch.testing.assert_close(stepped, prefilled, **TOL[torch.float32])
-    for name in step_state:
-        torch.testing.assert_close(step_state[name], prefill_state[name], **TOL[torch.float32])
-    assert step_state["recurrent"].abs().max() > 0  # the state did move
+    check_steps_from_zero_state_equal_prefill(block, batch, seq)
 
 
 def test_prefill_continues_from_state():
-    block = DeltaNetBlock(spec_of(32, **SMALL))
-    x = block.example_sequence(3, 11, torch.Generator().manual_seed(5))
-    whole_state, split_state = block.allocate_state(3, 11), block.allocate_state(3, 11)
-    whole = block.prefill(x, whole_state)
-    split = torch.cat(
-        (block.prefill(x[:, :2], split_state), block.prefill(x[:, 2:], split_state)), 1
-    )
-    torch.testing.assert_close(split, whole, **TOL[torch.float32])
-    for name in whole_state:
-        torch.testing.assert_close(split_state[name], whole_state[name], **TOL[torch.float32])
+    check_prefill_continues_from_state(DeltaNetBlock(spec_of(32, **SMALL)))
 
 
 def test_bfloat16_keeps_state_dtype_and_tracks_prefill():
     block = DeltaNetBlock(spec_of(32, **SMALL), dtype=torch.bfloat16)
-    x = block.example_sequence(3, 7, torch.Generator().manual_seed(2))
-    step_state, prefill_state = block.allocate_state(3, 7), block.allocate_state(3, 7)
-    stepped = run_steps(block, x, step_state)
-    prefilled = block.prefill(x, prefill_state)
-    assert stepped.dtype == torch.bfloat16 and step_state["recurrent"].dtype == torch.bfloat16
-    torch.testing.assert_close(stepped, prefilled, **TOL[torch.bfloat16])
+    check_bfloat16_keeps_state_dtype_and_tracks_prefill(block)
 
 
 def test_unknown_backend_is_an_input_error():
-    with pytest.raises(InputError, match="unknown backend 'cuda_magic'"):
-        DeltaNetBlock(spec_of(32, **SMALL), backend="cuda_magic")
+    check_unknown_backend_refused(DeltaNetBlock, spec_of(32, **SMALL))
 
 
 def test_fla_on_cpu_without_interpreter_is_unavailable(monkeypatch):
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    with pytest.raises(BackendUnavailable, match="fla"):
-        DeltaNetBlock(spec_of(32, **SMALL), backend="fla", device="cpu")
-
-
-def fla_block_or_skip(spec, device, seed):
-    reason = DeltaNetBlock.backend_unavailable("fla", torch.device(device))
-    if reason:
-        pytest.skip(f"fla backend cannot run here: {reason}")
-    return DeltaNetBlock(spec, backend="fla", device=device, seed=seed)
+    check_fla_refused_without_interpreter(DeltaNetBlock, spec_of(32, **SMALL), monkeypatch)
 
 
 @pytest.mark.parametrize(
@@ -195,17 +130,7 @@ def fla_block_or_skip(spec, device, seed):
     [(32, SMALL, 1, 3), (32, SMALL, 3, 3), (320, AWKWARD, 1, 1)],
 )
 def test_fla_step_equals_torch_step(device, nan_poison, width, kw, batch, steps):
-    spec = spec_of(width, **kw)
-    fla = fla_block_or_skip(spec, device, seed=7)
-    ref = DeltaNetBlock(spec, device=device, seed=7)
-    gen = torch.Generator().manual_seed(batch)
-    fla_state = random_state(fla, batch, gen)
-    ref_state = {name: t.clone() for name, t in fla_state.items()}
-    x = fla.example_sequence(batch, steps, gen)
-    fla_out, ref_out = run_steps(fla, x, fla_state), run_steps(ref, x, ref_state)
-    torch.testing.assert_close(fla_out, ref_out, **TOL[torch.float32])
-    for name in ref_state:
-        torch.testing.assert_close(fla_state[name], ref_state[name], **TOL[torch.float32])
+    check_fla_step_equals_torch_step(DeltaNetBlock, spec_of(width, **kw), device, batch, steps)
 
 
 def test_build_block_finds_deltanet():

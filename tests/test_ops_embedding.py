@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from op_checks import param_count, run_steps
 
 from latprof.errors import InputError
 from latprof.ops.base import rms_norm
@@ -29,7 +30,7 @@ def test_embedding_gathers_rows(size):
     assert seq_ids.shape == (3, 7) and seq_ids.dtype == torch.int64
     full = block.prefill(seq_ids, {})
     assert full.shape == (3, 7, width)
-    steps = torch.stack([block.step(seq_ids[:, t], {}, t) for t in range(7)], dim=1)
+    steps = run_steps(block, seq_ids, {})
     assert torch.equal(steps, full)
 
 
@@ -48,7 +49,7 @@ def test_lm_head_logits_and_argmax(size):
     assert torch.equal(ids, want.argmax(-1))
     full = block.prefill(x, {})
     assert full.shape == (3, 63) and full.dtype == torch.int64
-    steps = torch.stack([block.step(x[:, t], {}, t) for t in range(63)], dim=1)
+    steps = run_steps(block, x, {})
     assert torch.equal(steps, full)
     assert full.unique().numel() > 10, "random inputs should pick many different tokens"
 
@@ -92,7 +93,7 @@ def test_param_counts_match_spec(size):
     for op, cls in [("embedding", EmbeddingBlock), ("lm_head", LMHeadBlock)]:
         spec = build_spec(op, width, vocab_size=vocab)
         block = cls(spec)
-        assert sum(p.numel() for p in block.parameters()) == spec.param_count(), op
+        assert param_count(block) == spec.param_count(), op
 
 
 @pytest.mark.parametrize("cls,op", [(EmbeddingBlock, "embedding"), (LMHeadBlock, "lm_head")])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from op_checks import param_count, run_steps
 
 from latprof.errors import InputError
 from latprof.ops.base import rms_norm
@@ -48,7 +49,7 @@ def test_step_matches_formula_and_prefill(activation, size):
         ref = block.prefill(x, {})
         assert ref.shape == x.shape
         torch.testing.assert_close(ref, expected(block, x), atol=1e-4, rtol=1e-4)
-        steps = torch.stack([block.step(x[:, t], {}, t) for t in range(seq)], dim=1)
+        steps = run_steps(block, x, {})
         torch.testing.assert_close(steps, ref, atol=1e-5, rtol=1e-5)
         assert not torch.allclose(ref, x, atol=1e-3), "the MLP added nothing"
 
@@ -63,7 +64,7 @@ def test_gelu_is_tanh_approximation():
 def test_param_count_matches_spec(activation, width):
     spec = build_spec("ffn", width, activation=activation)
     block = FFNBlock(spec)
-    assert sum(p.numel() for p in block.parameters()) == spec.param_count()
+    assert param_count(block) == spec.param_count()
 
 
 def test_weights_are_random_and_seeded():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from op_checks import param_count, run_steps
 
 from latprof.errors import InputError
 from latprof.ops import build_block
@@ -140,7 +141,7 @@ def test_expected_experts_touched_matches_monte_carlo(experts, top_k, batch):
 @pytest.mark.parametrize("overrides", CONFIGS, ids=CONFIG_IDS)
 def test_param_count_equals_spec(overrides):
     block = make_block(**overrides)
-    assert sum(p.numel() for p in block.parameters()) == block.spec.param_count()
+    assert param_count(block) == block.spec.param_count()
 
 
 @pytest.mark.parametrize("overrides", CONFIGS, ids=CONFIG_IDS)
@@ -152,7 +153,7 @@ def test_step_equals_prefill(overrides, seq):
     assert state == {}
     full = block.prefill(x, state)
     assert full.shape == x.shape
-    steps = torch.stack([block.step(x[:, t], state, t) for t in range(seq)], dim=1)
+    steps = run_steps(block, x, state)
     torch.testing.assert_close(steps, full, rtol=1e-5, atol=1e-5)
 
 

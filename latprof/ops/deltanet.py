@@ -6,41 +6,32 @@ Reference: Yang, Wang, Zhang, Shen & Kim, "Parallelizing Linear Transformers wit
 over Sequence Length", NeurIPS 2024 (arXiv 2406.06484), in the layout of fla's `DeltaNet` layer
 (q scaled by head_dim^-0.5, as fla's kernels do by default).
 
-Backends of the decode step:
+Backends of the decode step (see `LinearAttentionBlock` for what the three linear-attention
+blocks share, state dtype included):
 - "torch": `causal_conv_step` and `gated_delta_rule_step` (no gate) from `linear_attention`;
 - "fla": fla's `causal_conv1d_update` and `fused_recurrent_delta_rule` (with the q/k L2 norm
-  fused), the final state copied back into the static state tensor.
-`prefill` always runs the PyTorch path.
-
-The recurrent state is stored in the block's dtype; the recurrence reads it into float32, runs in
-float32 and writes it back rounded to the block's dtype after every decode step (after the whole
-sequence in `prefill`).
+  fused).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 import torch.nn.functional as F
 
-from latprof.ops.base import Block, State, rms_norm
-from latprof.ops.fla_compat import fla_kernels, fla_unavailable
+from latprof.ops.base import State, rms_norm
 from latprof.ops.linear_attention import (
+    LinearAttentionBlock,
     causal_conv,
-    causal_conv_step,
     gated_delta_rule_recurrence,
     gated_delta_rule_step,
-    head_rms_norm,
     l2_normalize,
 )
 from latprof.specs.deltanet import DeltaNetSpec
 
 
-class DeltaNetBlock(Block):
+class DeltaNetBlock(LinearAttentionBlock):
     """x + w_out(head_rms_norm(delta_rule(conv(q, k, v), beta))); see the module docstring."""
 
-    backends: ClassVar[tuple[str, ...]] = ("torch", "fla")
     spec: DeltaNetSpec
 
     def __init__(
@@ -53,18 +44,11 @@ class DeltaNetBlock(Block):
         seed: int = 0,
     ) -> None:
         super().__init__(spec, backend=backend, device=device, dtype=dtype, seed=seed)
-        self.scale = spec.head_dim**-0.5
-        self.norm = self.new_norm(spec.width)
         # rows: q (key_dim), k (key_dim), v (value_dim), beta (heads)
         self.w_in = self.new_param(spec.conv_channels + spec.heads, spec.width)
         self.conv_weight = self.new_param(spec.conv_channels, spec.d_conv)  # (channels, d_conv)
         self.o_norm = self.new_norm(spec.head_dim)
         self.w_out = self.new_param(spec.width, spec.value_dim)  # (width, value_dim)
-        self._fla = fla_kernels() if backend == "fla" else None
-
-    @classmethod
-    def backend_unavailable(cls, backend: str, device: torch.device) -> str | None:
-        return fla_unavailable(device) if backend == "fla" else None
 
     def allocate_state(self, batch: int, max_context: int) -> State:
         """Constant-size state whatever `max_context`:
@@ -81,16 +65,7 @@ class DeltaNetBlock(Block):
         batch = x.shape[0]
         proj = F.linear(rms_norm(x, self.norm), self.w_in)  # (batch, conv_channels + heads)
         qkv, b = proj.split([s.conv_channels, s.heads], dim=-1)
-        if self._fla is None:
-            qkv = causal_conv_step(qkv, state["conv"], self.conv_weight)
-        else:
-            qkv, _ = self._fla.conv_update(
-                qkv, state["conv"], weight=self.conv_weight, activation="silu"
-            )
-        q, k, v = qkv.split([s.key_dim, s.key_dim, s.value_dim], dim=-1)
-        q = q.reshape(batch, s.heads, s.head_dim)
-        k = k.reshape(batch, s.heads, s.head_dim)
-        v = v.reshape(batch, s.heads, s.head_dim)
+        q, k, v = self._split_heads(self._conv_step(qkv, state))  # (batch, heads, head_dim) each
         beta = b.float().sigmoid()  # (batch, heads)
         if self._fla is None:
             o, new_state = gated_delta_rule_step(
@@ -114,21 +89,12 @@ class DeltaNetBlock(Block):
         """x: (batch, seq, width) -> (batch, seq, width); continues from `state` (zeros for a
         fresh one) and leaves it as `seq` decode steps would."""
         s = self.spec
-        batch, seq, _ = x.shape
         proj = F.linear(rms_norm(x, self.norm), self.w_in)  # (batch, seq, conv_channels + heads)
         qkv, b = proj.split([s.conv_channels, s.heads], dim=-1)
         qkv = causal_conv(qkv, state["conv"], self.conv_weight)
-        q, k, v = qkv.split([s.key_dim, s.key_dim, s.value_dim], dim=-1)
-        q = q.reshape(batch, seq, s.heads, s.head_dim)
-        k = k.reshape(batch, seq, s.heads, s.head_dim)
-        v = v.reshape(batch, seq, s.heads, s.head_dim)
+        q, k, v = self._split_heads(qkv)  # (batch, seq, heads, head_dim) each
         beta = b.float().sigmoid()  # (batch, seq, heads)
         q, k = l2_normalize(q), l2_normalize(k)
         o, final = gated_delta_rule_recurrence(q, k, v, beta, None, state["recurrent"], self.scale)
         state["recurrent"].copy_(final)
         return x + self._output(o.to(x.dtype))
-
-    def _output(self, o: torch.Tensor) -> torch.Tensor:
-        """o: (..., heads, head_dim) -> (..., width): per-head RMSNorm, out-projection."""
-        o = head_rms_norm(o, self.o_norm)
-        return F.linear(o.flatten(-2), self.w_out)

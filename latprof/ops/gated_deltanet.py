@@ -7,34 +7,26 @@ Reference: Yang, Kautz & Hatamizadeh, "Gated Delta Networks: Improving Mamba2 wi
 ICLR 2025 (arXiv 2412.06464), in the layout of fla's `GatedDeltaNet` layer: value heads are
 `expand_v` times wider than key heads, q scaled by head_dim^-0.5.
 
-Backends of the decode step:
+Backends of the decode step (see `LinearAttentionBlock` for what the three linear-attention
+blocks share, state dtype included):
 - "torch": `causal_conv_step` and `gated_delta_rule_step` from `linear_attention`;
 - "fla": fla's `causal_conv1d_update` and `fused_recurrent_gated_delta_rule` with the q/k L2 norm,
-  the decay gate and the beta sigmoid fused into the kernel, the final state copied back into the
-  static state tensor.
-`prefill` always runs the PyTorch path.
-
-The recurrent state is stored in the block's dtype; the recurrence reads it into float32, runs in
-float32 and writes it back rounded to the block's dtype after every decode step (after the whole
-sequence in `prefill`).
+  the decay gate and the beta sigmoid fused into the kernel.
 """
 
 from __future__ import annotations
 
 import math
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from latprof.ops.base import Block, State, rms_norm
-from latprof.ops.fla_compat import fla_kernels, fla_unavailable
+from latprof.ops.base import State, rms_norm
 from latprof.ops.linear_attention import (
+    LinearAttentionBlock,
     causal_conv,
-    causal_conv_step,
     gated_delta_rule_recurrence,
     gated_delta_rule_step,
-    head_rms_norm,
     l2_normalize,
 )
 from latprof.specs.gated_deltanet import GatedDeltaNetSpec
@@ -54,11 +46,10 @@ def log_decay(alpha: torch.Tensor, a_log: torch.Tensor, dt_bias: torch.Tensor) -
     return -a_log.float().exp() * F.softplus(alpha.float() + dt_bias.float())
 
 
-class GatedDeltaNetBlock(Block):
+class GatedDeltaNetBlock(LinearAttentionBlock):
     """x + w_out(gated_norm(gated_delta_rule(conv(q, k, v), g, beta), gate)); see the module
     docstring."""
 
-    backends: ClassVar[tuple[str, ...]] = ("torch", "fla")
     spec: GatedDeltaNetSpec
 
     def __init__(
@@ -71,8 +62,6 @@ class GatedDeltaNetBlock(Block):
         seed: int = 0,
     ) -> None:
         super().__init__(spec, backend=backend, device=device, dtype=dtype, seed=seed)
-        self.scale = spec.head_dim**-0.5
-        self.norm = self.new_norm(spec.width)
         # rows: q, k (key_dim each), v, gate (value_dim each), alpha, beta (heads each)
         n_in = spec.conv_channels + spec.value_dim + 2 * spec.heads
         self.w_in = self.new_param(n_in, spec.width)  # (n_in, width)
@@ -82,11 +71,6 @@ class GatedDeltaNetBlock(Block):
         self.dt_bias = self.param_from(_inverse_softplus(self._initial_dt(spec.heads)))
         self.o_norm = self.new_norm(spec.head_v_dim)
         self.w_out = self.new_param(spec.width, spec.value_dim)  # (width, value_dim)
-        self._fla = fla_kernels() if backend == "fla" else None
-
-    @classmethod
-    def backend_unavailable(cls, backend: str, device: torch.device) -> str | None:
-        return fla_unavailable(device) if backend == "fla" else None
 
     def allocate_state(self, batch: int, max_context: int) -> State:
         """Constant-size state whatever `max_context`:
@@ -103,16 +87,7 @@ class GatedDeltaNetBlock(Block):
         batch = x.shape[0]
         proj = F.linear(rms_norm(x, self.norm), self.w_in)  # (batch, n_in)
         qkv, gate, alpha, b = proj.split([s.conv_channels, s.value_dim, s.heads, s.heads], dim=-1)
-        if self._fla is None:
-            qkv = causal_conv_step(qkv, state["conv"], self.conv_weight)
-        else:
-            qkv, _ = self._fla.conv_update(
-                qkv, state["conv"], weight=self.conv_weight, activation="silu"
-            )
-        q, k, v = qkv.split([s.key_dim, s.key_dim, s.value_dim], dim=-1)
-        q = q.reshape(batch, s.heads, s.head_dim)
-        k = k.reshape(batch, s.heads, s.head_dim)
-        v = v.reshape(batch, s.heads, s.head_v_dim)
+        q, k, v = self._split_heads(self._conv_step(qkv, state))  # v: (batch, heads, head_v_dim)
         if self._fla is None:
             q, k = l2_normalize(q), l2_normalize(k)
             g = log_decay(alpha, self.a_log, self.dt_bias)  # (batch, heads)
@@ -142,24 +117,16 @@ class GatedDeltaNetBlock(Block):
         """x: (batch, seq, width) -> (batch, seq, width); continues from `state` (zeros for a
         fresh one) and leaves it as `seq` decode steps would."""
         s = self.spec
-        batch, seq, _ = x.shape
         proj = F.linear(rms_norm(x, self.norm), self.w_in)  # (batch, seq, n_in)
         qkv, gate, alpha, b = proj.split([s.conv_channels, s.value_dim, s.heads, s.heads], dim=-1)
         qkv = causal_conv(qkv, state["conv"], self.conv_weight)
-        q, k, v = qkv.split([s.key_dim, s.key_dim, s.value_dim], dim=-1)
-        q = l2_normalize(q.reshape(batch, seq, s.heads, s.head_dim))
-        k = l2_normalize(k.reshape(batch, seq, s.heads, s.head_dim))
-        v = v.reshape(batch, seq, s.heads, s.head_v_dim)
+        q, k, v = self._split_heads(qkv)  # v: (batch, seq, heads, head_v_dim)
+        q, k = l2_normalize(q), l2_normalize(k)
         g = log_decay(alpha, self.a_log, self.dt_bias)  # (batch, seq, heads)
         beta = b.float().sigmoid()  # (batch, seq, heads)
         o, final = gated_delta_rule_recurrence(q, k, v, beta, g, state["recurrent"], self.scale)
         state["recurrent"].copy_(final)
         return x + self._output(o.to(x.dtype), gate)
-
-    def _output(self, o: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-        """o: (..., heads, head_v_dim), gate: (..., value_dim) -> (..., width)."""
-        o = head_rms_norm(o, self.o_norm, gate.unflatten(-1, (self.spec.heads, -1)))
-        return F.linear(o.flatten(-2), self.w_out)
 
     def _initial_dt(self, heads: int) -> torch.Tensor:
         """(heads,) time steps log-uniform in DT_RANGE, float32."""

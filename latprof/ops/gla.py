@@ -8,36 +8,29 @@ Hardware-Efficient Training", ICML 2024 (arXiv 2312.06635), section 4.4 (the low
 its normaliser 16, and the swish output gate), in the layout of fla's `GatedLinearAttention`
 layer.
 
-Backends of the decode step:
+Backends of the decode step (see `LinearAttentionBlock` for what the three linear-attention
+blocks share, state dtype included):
 - "torch": `gla_step` from `linear_attention`;
-- "fla": fla's `fused_recurrent_gla`, the final state copied back into the static state tensor.
-`prefill` always runs the PyTorch path.
-
-The recurrent state is stored in the block's dtype; the recurrence reads it into float32, runs in
-float32 and writes it back rounded to the block's dtype after every decode step (after the whole
-sequence in `prefill`).  The decay gk is computed and passed to the kernel in float32.
+- "fla": fla's `fused_recurrent_gla`.
+The decay gk is computed and passed to the kernel in float32.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 import torch.nn.functional as F
 
-from latprof.ops.base import Block, State, rms_norm
-from latprof.ops.fla_compat import fla_kernels, fla_unavailable
-from latprof.ops.linear_attention import gla_recurrence, gla_step, head_rms_norm
+from latprof.ops.base import State, rms_norm
+from latprof.ops.linear_attention import LinearAttentionBlock, gla_recurrence, gla_step
 from latprof.specs.gla import GLASpec
 
 #: the decay's log-sigmoid is divided by this (GLA paper section 4.4; fla `gate_logit_normalizer`)
 GATE_LOGIT_NORMALIZER = 16
 
 
-class GLABlock(Block):
+class GLABlock(LinearAttentionBlock):
     """x + w_out(gated_norm(gla(q, k, v, gk), gate)); see the module docstring."""
 
-    backends: ClassVar[tuple[str, ...]] = ("torch", "fla")
     spec: GLASpec
 
     def __init__(
@@ -50,19 +43,12 @@ class GLABlock(Block):
         seed: int = 0,
     ) -> None:
         super().__init__(spec, backend=backend, device=device, dtype=dtype, seed=seed)
-        self.scale = spec.head_dim**-0.5
-        self.norm = self.new_norm(spec.width)
         # rows: q, k, v, gate (inner_dim each), decay down-projection W1 (gate_rank)
         self.w_in = self.new_param(4 * spec.inner_dim + spec.gate_rank, spec.width)
         self.w_gk = self.new_param(spec.inner_dim, spec.gate_rank)  # W2: (inner_dim, gate_rank)
         self.b_gk = self.new_param(spec.inner_dim, fan_in=spec.gate_rank)  # (inner_dim,)
         self.o_norm = self.new_norm(spec.head_dim)
         self.w_out = self.new_param(spec.width, spec.inner_dim)  # (width, inner_dim)
-        self._fla = fla_kernels() if backend == "fla" else None
-
-    @classmethod
-    def backend_unavailable(cls, backend: str, device: torch.device) -> str | None:
-        return fla_unavailable(device) if backend == "fla" else None
 
     def allocate_state(self, batch: int, max_context: int) -> State:
         """Constant-size state whatever `max_context`: recurrent: (batch, heads, head_dim,
@@ -107,8 +93,3 @@ class GLABlock(Block):
         gk = F.logsigmoid(F.linear(low, self.w_gk, self.b_gk).float()) / GATE_LOGIT_NORMALIZER
         q, k, v, gk = (t.unflatten(-1, (s.heads, s.head_dim)) for t in (q, k, v, gk))
         return q, k, v, gate, gk
-
-    def _output(self, o: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-        """o: (..., heads, head_dim), gate: (..., inner_dim) -> (..., width)."""
-        o = head_rms_norm(o, self.o_norm, gate.unflatten(-1, (self.spec.heads, -1)))
-        return F.linear(o.flatten(-2), self.w_out)

@@ -1,6 +1,7 @@
 """PyTorch pieces shared by the linear-attention blocks (DeltaNet, Gated DeltaNet, GLA): the
 short causal convolution (one decode step and a whole sequence), L2 normalisation, the gated
-RMSNorm of the output, and the recurrences themselves, one token at a time.
+RMSNorm of the output, the recurrences themselves, one token at a time, and
+`LinearAttentionBlock`, the base of the three blocks (backends, pre-norm, conv step, output).
 
 These are the references the fla kernels are tested against.  Every recurrence keeps its state
 and arithmetic in float32 whatever the dtype of its inputs; a block stores the state in its own
@@ -13,8 +14,15 @@ oldest first, `(batch, channels, d_conv)` (fla's `causal_conv1d_update` cache la
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 import torch.nn.functional as F
+
+from latprof.ops.base import Block, State
+from latprof.ops.fla_compat import fla_kernels, fla_unavailable
+from latprof.ops.ssm_reference import causal_conv1d_update_ref
+from latprof.specs import OpSpec
 
 #: added under the square root of every L2 norm, as fla does (`l2norm_fwd`, in-kernel L2 norm)
 L2_EPS = 1e-6
@@ -32,10 +40,7 @@ def causal_conv_step(
     weight: (channels, d_conv)
     returns (batch, channels) in x's dtype; the products are summed in float32.
     """
-    conv_state.copy_(torch.roll(conv_state, shifts=-1, dims=-1))
-    conv_state[:, :, -1] = x
-    y = (conv_state.float() * weight.float()).sum(-1)  # (batch, channels)
-    return F.silu(y).to(x.dtype)
+    return causal_conv1d_update_ref(x, conv_state, weight, None)
 
 
 def causal_conv(x: torch.Tensor, conv_state: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -191,3 +196,67 @@ def gla_recurrence(
         o_t, state = gla_step(q[:, t], k[:, t], v[:, t], gk[:, t], state, scale)
         outputs.append(o_t)
     return torch.stack(outputs, dim=1), state
+
+
+# ---- the blocks' common part ---------------------------------------------------------------
+class LinearAttentionBlock(Block):
+    """Base of the DeltaNet, Gated DeltaNet and GLA blocks: the "torch" and "fla" backends, the
+    pre-RMSNorm weight `norm`, the query scale head_dim^-0.5 (as fla's kernels apply by default),
+    the short-conv decode step on either backend, and the output (RMSNorm per head, optionally
+    gated by silu(gate), then the out-projection `w_out`).  A subclass sets `o_norm` and `w_out`.
+
+    Backends of the decode step: "torch" runs the references of this module; "fla" runs fla's
+    `causal_conv1d_update` and fused recurrent kernels (`latprof.ops.fla_compat`), the final state
+    copied back into the static state tensor.  `prefill` always runs the PyTorch path.
+
+    The recurrent state is stored in the block's dtype; the recurrence reads it into float32, runs
+    in float32 and writes it back rounded to the block's dtype after every decode step (after the
+    whole sequence in `prefill`).
+    """
+
+    backends: ClassVar[tuple[str, ...]] = ("torch", "fla")
+
+    def __init__(self, spec: OpSpec, **block_args: Any) -> None:
+        """`block_args`: those of `Block` (backend, device, dtype, seed)."""
+        super().__init__(spec, **block_args)
+        self.scale = spec.head_dim**-0.5
+        self.norm = self.new_norm(spec.width)
+        self._fla = fla_kernels() if self.backend == "fla" else None
+
+    @classmethod
+    def backend_unavailable(cls, backend: str, device: torch.device) -> str | None:
+        return fla_unavailable(device) if backend == "fla" else None
+
+    def _conv_step(self, qkv: torch.Tensor, state: State) -> torch.Tensor:
+        """One step of the short conv + SiLU on this block's backend (DeltaNet, Gated DeltaNet).
+
+        qkv: (batch, conv_channels) the projected q, k and v
+        state: the block's state; its "conv" (batch, conv_channels, d_conv) is updated in place
+        returns (batch, conv_channels) in qkv's dtype
+        """
+        if self._fla is None:
+            return causal_conv_step(qkv, state["conv"], self.conv_weight)
+        out, _ = self._fla.conv_update(
+            qkv, state["conv"], weight=self.conv_weight, activation="silu"
+        )
+        return out
+
+    def _split_heads(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The conv output of DeltaNet and Gated DeltaNet, by head.
+
+        qkv: (..., 2 key_dim + value_dim) -> q, k: (..., heads, head_dim), v: (..., heads,
+        value_dim / heads), views of `qkv`."""
+        s = self.spec
+        q, k, v = (
+            t.unflatten(-1, (s.heads, -1))
+            for t in qkv.split([s.key_dim, s.key_dim, s.value_dim], dim=-1)
+        )
+        return q, k, v
+
+    def _output(self, o: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
+        """o: (..., heads, head_v_dim), gate: (..., heads * head_v_dim) or None -> (..., width):
+        per-head RMSNorm (times silu(gate) where given), out-projection."""
+        if gate is not None:
+            gate = gate.unflatten(-1, (self.spec.heads, -1))  # (..., heads, head_v_dim)
+        o = head_rms_norm(o, self.o_norm, gate)
+        return F.linear(o.flatten(-2), self.w_out)

@@ -49,6 +49,15 @@ def init_a_log(*shape: int, generator: torch.Generator) -> torch.Tensor:
     return torch.log(A_MIN + (A_MAX - A_MIN) * torch.rand(*shape, generator=generator))
 
 
+def ssm_backend_unavailable(backend: str, device: torch.device) -> str | None:
+    """Why `backend` of the Mamba and Mamba2 blocks cannot run on `device`; None if it can."""
+    if backend == "mamba_ssm":
+        return mamba_ssm_compat.unavailable_on(device)
+    if backend == "triton":
+        return triton_runs_on(device)
+    return None
+
+
 class MambaBlock(Block):
     backends: ClassVar[tuple[str, ...]] = ("torch", "mamba_ssm", "triton")
 
@@ -77,11 +86,7 @@ class MambaBlock(Block):
 
     @classmethod
     def backend_unavailable(cls, backend: str, device: torch.device) -> str | None:
-        if backend == "mamba_ssm":
-            return mamba_ssm_compat.unavailable_on(device)
-        if backend == "triton":
-            return triton_runs_on(device)
-        return None
+        return ssm_backend_unavailable(backend, device)
 
     def allocate_state(self, batch: int, max_context: int) -> State:
         """Conv and SSM state in the block's dtype; `max_context` does not matter."""

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from latprof.ops import mamba_ssm_compat
-from latprof.ops.base import Block, State, rms_norm, triton_runs_on
-from latprof.ops.mamba import init_a_log, init_dt_bias
+from latprof.ops.base import Block, State, rms_norm
+from latprof.ops.mamba import init_a_log, init_dt_bias, ssm_backend_unavailable
 from latprof.ops.ssm_reference import (
     causal_conv1d_ref,
     gated_rms_norm_ref,
@@ -68,11 +68,7 @@ class Mamba2Block(Block):
 
     @classmethod
     def backend_unavailable(cls, backend: str, device: torch.device) -> str | None:
-        if backend == "mamba_ssm":
-            return mamba_ssm_compat.unavailable_on(device)
-        if backend == "triton":
-            return triton_runs_on(device)
-        return None
+        return ssm_backend_unavailable(backend, device)
 
     def allocate_state(self, batch: int, max_context: int) -> State:
         """Conv and SSM state in the block's dtype; `max_context` does not matter."""
