@@ -41,6 +41,7 @@ class CompareRequest:
     allow_extrapolation: bool = False
     force: bool = False
     samples: int | None = None
+    same_session: bool = False  # also time each model's LUT rows beside it (latprof.control)
 
 
 @dataclass
@@ -56,14 +57,23 @@ class ComparePoint:
     measured_p90_us: float
     measured_cv: float
     flags: list[str] = field(default_factory=list)
+    #: the estimate summed from rows timed in the same rounds as this model (--same-session)
+    same_session_estimate_us: float | None = None
 
     @property
     def error_pct(self) -> float:
         return relative_error_pct(self.estimate_us, self.measured_us)
 
+    @property
+    def same_session_error_pct(self) -> float | None:
+        if self.same_session_estimate_us is None:
+            return None
+        return relative_error_pct(self.same_session_estimate_us, self.measured_us)
+
     def as_json(self) -> dict[str, Any]:
         out = dict(self.__dict__)
         out["error_pct"] = self.error_pct
+        out["same_session_error_pct"] = self.same_session_error_pct
         return out
 
 
@@ -107,6 +117,13 @@ class CompareReport:
                 s = error_summary([p.estimate_us for p in sel], [p.measured_us for p in sel])
                 s.pop("worst_index")
                 out[f"context_{c}"] = s
+        control = [p for p in self.points if p.same_session_estimate_us is not None]
+        if control:
+            c = error_summary(
+                [p.same_session_estimate_us for p in control], [p.measured_us for p in control]
+            )
+            c.pop("worst_index")
+            out["same_session"] = c
         if self.generations:
             g = error_summary(
                 [x.estimate_s for x in self.generations], [x.measured_s for x in self.generations]
@@ -185,7 +202,7 @@ def _missing(points, lut_path: Path) -> list[tuple[OpSpec, Setting]]:
 
 # ---- the comparison ----------------------------------------------------------------------------
 def run_compare(req: CompareRequest, on_progress=None) -> CompareReport:
-    from latprof import device_info, e2e, sweep
+    from latprof import control, device_info, e2e, sweep
     from latprof.estimate import Estimator
     from latprof.grid import resolve_mode
     from latprof.timing import TimerConfig, interleave_groups
@@ -220,8 +237,7 @@ def run_compare(req: CompareRequest, on_progress=None) -> CompareReport:
             "rows this comparison needs, or give a LUT from `latprof sweep`"
         )
 
-    estimator = Estimator(
-        req.lut,
+    estimator_kwargs = dict(
         dtype=dtype,
         device=device,
         mode=mode,
@@ -229,6 +245,7 @@ def run_compare(req: CompareRequest, on_progress=None) -> CompareReport:
         allow_extrapolation=req.allow_extrapolation,
         force=req.force,
     )
+    estimator = Estimator(req.lut, **estimator_kwargs)
     notes += estimator.notes
     estimates = {
         (i, c): estimator.step_latency_us(m, req.batch, c)
@@ -241,25 +258,21 @@ def run_compare(req: CompareRequest, on_progress=None) -> CompareReport:
         config.samples = CPU_E2E_SAMPLES
     if req.samples:
         config.samples = req.samples
-    llc = device_info.last_level_cache_bytes(device)
-    if device == "cpu":
-        sweep.environment(device)  # fixed thread count, flush denormals: as in the sweep
+    env = sweep.environment(device)  # on a CPU: fixed thread count, flush denormals, as a sweep
+    llc = env["llc_bytes"]
     backends_used = {
         op: per_op.get(op, default_backend)
         for op in sorted({s.op for m in models for s in m.layers})
     }
+    backend_items = tuple(sorted(backends_used.items()))
     e2e_points = [
-        (
-            i,
-            c,
-            e2e.E2EPoint(
-                m, req.batch, c, dtype, device, mode, tuple(sorted(backends_used.items()))
-            ),
-        )
+        (i, c, e2e.E2EPoint(m, req.batch, c, dtype, device, mode, backend_items))
         for i, m in enumerate(models)
         for c in req.contexts
     ]
-    if device == "cpu":
+    if req.same_session:  # one group per model: its LUT rows and itself, timed together
+        groups = [[item for item in e2e_points if item[0] == i] for i in range(len(models))]
+    elif device == "cpu":
         groups = interleave_groups(
             e2e_points,
             lambda item: e2e.held_bytes(item[2], llc),
@@ -268,33 +281,46 @@ def run_compare(req: CompareRequest, on_progress=None) -> CompareReport:
         )
     else:
         groups = [[item] for item in e2e_points]
-    results: list[ComparePoint] = []
+    measured: dict[tuple[int, int], Any] = {}
+    control_estimates: dict[tuple[int, int], float] = {}
     done = 0
     for group in groups:
         if on_progress:
             on_progress(done, len(e2e_points), group[0][2].model.name)
         done += len(group)
-        for (i, c, _), m in zip(
-            group, e2e.measure([p for _, _, p in group], llc, config), strict=True
-        ):
-            model = models[i]
-            results.append(
-                ComparePoint(
-                    model=model.name,
-                    source=str(req.configs[i]),
-                    operators=len(model.layers),
-                    width=model.width,
-                    context=c,
-                    estimate_us=estimates[(i, c)],
-                    measured_us=m.median_us,
-                    measured_p10_us=m.quantile_us(0.1),
-                    measured_p90_us=m.quantile_us(0.9),
-                    measured_cv=m.cv,
-                    flags=m.flags,
-                )
+        points = [p for _, _, p in group]
+        if req.same_session:
+            i = group[0][0]
+            op_points = needed_points(
+                [models[i]], req.batch, req.contexts, dtype, device, mode, per_op, default_backend
             )
+            rows, ms = control.measure_together(op_points, points, env, config)
+            sums = control.estimates_from_rows(
+                rows, env, models[i], req.batch, req.contexts, estimator_kwargs
+            )
+            control_estimates.update({(i, c): v for c, v in sums.items()})
+        else:
+            ms = e2e.measure(points, llc, config)
+        measured.update({(i, c): m for (i, c, _), m in zip(group, ms, strict=True)})
     if on_progress:
         on_progress(len(e2e_points), len(e2e_points), "done")
+    results = [
+        ComparePoint(
+            model=models[i].name,
+            source=str(req.configs[i]),
+            operators=len(models[i].layers),
+            width=models[i].width,
+            context=c,
+            estimate_us=estimates[(i, c)],
+            measured_us=measured[(i, c)].median_us,
+            measured_p10_us=measured[(i, c)].quantile_us(0.1),
+            measured_p90_us=measured[(i, c)].quantile_us(0.9),
+            measured_cv=measured[(i, c)].cv,
+            flags=measured[(i, c)].flags,
+            same_session_estimate_us=control_estimates.get((i, c)),
+        )
+        for i, c, _ in e2e_points
+    ]
 
     generations = []
     if req.generate:

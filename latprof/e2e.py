@@ -183,12 +183,20 @@ def measure(points: Sequence[E2EPoint], llc_bytes: int, config: TimerConfig) -> 
         workloads = [build_workload(p, copies_needed(p, llc_bytes)) for p in points]
         return time_cpu(workloads, config)
     out = []
-    for p in points:
-        workload = build_workload(p, copies_needed(p, llc_bytes))
+    for p in points:  # one at a time: a GPU does not drift, and memory stays bounded
+        out += time_gpu_models([build_workload(p, copies_needed(p, llc_bytes))], [p], config)
+        torch.cuda.empty_cache()
+    return out
+
+
+def time_gpu_models(
+    workloads: Sequence[Workload], points: Sequence[E2EPoint], config: TimerConfig
+) -> list[Measurement]:
+    """Whole-model workloads on a GPU: one CUDA graph each in graph mode, else eager launches."""
+    out = []
+    for workload, p in zip(workloads, points, strict=True):
         timer = time_cuda_graph if p.mode == "graph" else time_cuda_eager
         out.append(timer(workload, config))
-        del workload
-        torch.cuda.empty_cache()
     return out
 
 

@@ -125,27 +125,27 @@ def lut_table(rows: list[dict[str, Any]], title: str) -> Table:
     return table
 
 
+def _coloured_pct(err: float | None) -> str:
+    if err is None:
+        return "-"
+    colour = "green" if abs(err) <= 5 else "yellow" if abs(err) <= 10 else "red"
+    return f"[{colour}]{err:+.1f}%[/{colour}]"
+
+
 def compare_tables(report: Any) -> None:
     """Per-model estimate vs measurement, then the summary statistics."""
     table = Table(
         title=f"LUT sum vs end to end — {report.device_name}, {report.dtype}, "
         f"{report.mode}, batch {report.batch}"
     )
-    for header in (
-        "model",
-        "ops",
-        "width",
-        "context",
-        "LUT estimate",
-        "measured",
-        "p10-p90",
-        "error",
-    ):
+    control = any(p.same_session_estimate_us is not None for p in report.points)
+    headers = ["model", "ops", "width", "context", "LUT estimate", "measured", "p10-p90", "error"]
+    if control:
+        headers += ["same-session sum", "error "]
+    for header in headers:
         table.add_column(header, justify="left" if header == "model" else "right")
     for p in report.points:
-        err = p.error_pct
-        colour = "green" if abs(err) <= 5 else "yellow" if abs(err) <= 10 else "red"
-        table.add_row(
+        cells = [
             p.model,
             str(p.operators),
             str(p.width),
@@ -153,8 +153,11 @@ def compare_tables(report: Any) -> None:
             fmt_us(p.estimate_us),
             fmt_us(p.measured_us),
             f"{fmt_us(p.measured_p10_us)}-{fmt_us(p.measured_p90_us)}",
-            f"[{colour}]{err:+.1f}%[/{colour}]",
-        )
+            _coloured_pct(p.error_pct),
+        ]
+        if control:
+            cells += [fmt_us(p.same_session_estimate_us), _coloured_pct(p.same_session_error_pct)]
+        table.add_row(*cells)
     console.print(table)
     summary = report.summary()
     stats = Table(title="summary")

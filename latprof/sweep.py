@@ -134,7 +134,7 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
-def _row(
+def lut_row(
     spec: OpSpec,
     setting: Setting,
     env: dict[str, Any],
@@ -185,7 +185,7 @@ def _row(
     return row
 
 
-def _time_gpu(workload: Workload, setting: Setting, config: TimerConfig) -> Measurement:
+def time_gpu_point(workload: Workload, setting: Setting, config: TimerConfig) -> Measurement:
     timer = time_cuda_graph if setting.mode == "graph" else time_cuda_eager
     m = timer(workload, config)
     if m.cv > config.cv_threshold:
@@ -212,11 +212,11 @@ def measure_group(points: Sequence[Point], env: dict[str, Any], config: TimerCon
             workload = build_workload(spec, setting, copies)
             if setting.device == "cuda":
                 before = device_info.gpu_clocks()
-                m = _time_gpu(workload, setting, config)
+                m = time_gpu_point(workload, setting, config)
                 after = device_info.gpu_clocks()
                 if _gpu_throttled(before[0], after[0]):
                     m.flags.append("throttled")
-                rows[i] = _row(spec, setting, env, copies, m, "ok", clocks=(*before, *after))
+                rows[i] = lut_row(spec, setting, env, copies, m, "ok", clocks=(*before, *after))
                 del workload
             else:
                 ready.append((i, workload, copies))
@@ -231,7 +231,7 @@ def measure_group(points: Sequence[Point], env: dict[str, Any], config: TimerCon
         try:
             ms = time_cpu([w for _, w, _ in ready], config)
             for (i, _, copies), m in zip(ready, ms, strict=True):
-                rows[i] = _row(*points[i], env, copies, m, "ok")
+                rows[i] = lut_row(*points[i], env, copies, m, "ok")
         except Exception as exc:
             for i, _, copies in ready:
                 rows[i] = _failure_row(*points[i], env, copies, exc)
@@ -242,7 +242,7 @@ def measure_group(points: Sequence[Point], env: dict[str, Any], config: TimerCon
 
 def _failure_row(spec, setting, env, copies, exc: BaseException) -> dict:
     status = "oom" if _is_oom(exc) else "error"
-    return _row(spec, setting, env, copies, None, status, error=f"{type(exc).__name__}: {exc}")
+    return lut_row(spec, setting, env, copies, None, status, error=f"{type(exc).__name__}: {exc}")
 
 
 # ---- the sweep ---------------------------------------------------------------------------------

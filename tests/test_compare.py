@@ -89,3 +89,32 @@ def test_unknown_config_format_is_exit_2(tmp_path):
         app, ["compare", str(bad), "--device", "cpu", "--lut", str(tmp_path / "x.csv")]
     )
     assert result.exit_code == 2 and "unknown model config format" in result.output
+
+
+def test_same_session_control_sums_rows_timed_beside_each_model(configs, tmp_path):
+    lut = tmp_path / "lut.csv"
+    args = [
+        "compare",
+        *configs,
+        "--device",
+        "cpu",
+        "--lut",
+        str(lut),
+        "--context",
+        "16",
+        "--samples",
+        "5",
+        "--measure-missing",
+        "--same-session",
+        "--json",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    for p in report["points"]:
+        assert p["same_session_estimate_us"] > 0
+        expected = 100 * (p["same_session_estimate_us"] / p["measured_us"] - 1)
+        assert p["same_session_error_pct"] == pytest.approx(expected)
+    assert report["summary"]["same_session"]["n"] == 2
+    table = runner.invoke(app, args[:-1])
+    assert table.exit_code == 0 and "same-session sum" in table.output

@@ -54,6 +54,14 @@ def compare(
     allow_extrapolation: Annotated[bool, typer.Option("--allow-extrapolation")] = False,
     force: Annotated[bool, typer.Option("--force", help="Use a LUT of another setting.")] = False,
     samples: Annotated[int | None, typer.Option("--samples", help="Timed samples.")] = None,
+    same_session: Annotated[
+        bool,
+        typer.Option(
+            "--same-session",
+            help="Also time each model's LUT rows in the same rounds as the model (a control "
+            "free of machine drift between the sweep and now).",
+        ),
+    ] = False,
     plot_path: Annotated[Path | None, typer.Option("--plot", help="Write a PNG scatter.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -79,6 +87,7 @@ def compare(
         allow_extrapolation=allow_extrapolation,
         force=force,
         samples=samples,
+        same_session=same_session,
     )
     with progress_bar(enabled=not as_json) as on_progress:
         report = run_compare(request, on_progress)
