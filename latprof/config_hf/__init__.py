@@ -1,0 +1,104 @@
+"""Hugging Face `config.json` -> `ModelSpec`, read as data only: no remote code is ever run, and
+`auto_map` / `architectures` are ignored.
+
+One loader per `model_type` family, registered in `LOADERS`.  Field names and layer layouts
+follow the transformers configuration classes (and, for Nemotron-Flash, NVIDIA's modelling code
+published with the checkpoints).  Where a family has a detail latprof's operators do not model
+(sliding windows, attention output gates, parallel mixers sharing one norm) the loader keeps the
+closest operator and records a note on the ModelSpec, which `latprof estimate` prints.
+
+A missing `tie_word_embeddings` means true: transformers leaves a value out of config.json only
+when it equals the `PretrainedConfig` default, which is true.
+
+Modules: `fields` (HFConfig, the typed field reader), `blocks` (operator blocks several families
+share), and the loaders by family: `transformers`, `ssm` (Mamba, Mamba2), `nemotron`
+(Nemotron-H, Nemotron-Flash), `hybrids` (Qwen3-Next, Falcon-H1, Bamba, Granite 4.0, Jamba).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from latprof.config_hf.fields import HFConfig
+from latprof.config_hf.hybrids import (
+    bamba_layers,
+    falcon_h1_layers,
+    granite_hybrid_layers,
+    jamba_layers,
+    qwen3_next_layers,
+)
+from latprof.config_hf.nemotron import nemotron_flash_layers, nemotron_h_layers
+from latprof.config_hf.ssm import mamba2_layers, mamba_layers
+from latprof.config_hf.transformers import TRANSFORMERS, transformer_layers
+from latprof.errors import InputError
+from latprof.model import ModelSpec
+from latprof.specs import OpSpec
+
+__all__ = ["LOADERS", "HFConfig", "load_hf_config", "model_from_hf"]
+
+#: model_type -> loader returning the model's operator blocks in order
+LOADERS: dict[str, Callable[[HFConfig], list[OpSpec]]] = {
+    **{model_type: transformer_layers for model_type in TRANSFORMERS},
+    "mamba": mamba_layers,
+    "falcon_mamba": mamba_layers,
+    "mamba2": mamba2_layers,
+    "nemotron_h": nemotron_h_layers,
+    "nemotron_flash": nemotron_flash_layers,
+    "qwen3_next": qwen3_next_layers,
+    "falcon_h1": falcon_h1_layers,
+    "bamba": bamba_layers,
+    "granitemoehybrid": granite_hybrid_layers,
+    "jamba": jamba_layers,
+}
+
+
+def load_hf_config(path: str | Path) -> ModelSpec:
+    """Read a config.json; malformed JSON names the file, line and column."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}:{exc.lineno}:{exc.colno}: malformed JSON: {exc.msg}") from None
+    name = path.parent.name if path.stem == "config" and path.parent.name else path.stem
+    return model_from_hf(data, source=str(path), name=name)
+
+
+def model_from_hf(data: Any, source: str = "<config.json>", name: str = "model") -> ModelSpec:
+    """A parsed config.json -> ModelSpec; `source` names it in errors."""
+    if not isinstance(data, dict):
+        raise InputError(f"{source}: a config.json holds a JSON object, not {type(data).__name__}")
+    if "model_type" not in data:
+        raise InputError(
+            f"{source}: no `model_type` field, so the architecture is unknown; supported model "
+            f"types: {', '.join(sorted(LOADERS))}"
+        )
+    model_type = data["model_type"]
+    loader = LOADERS.get(model_type) if isinstance(model_type, str) else None
+    if loader is None:
+        raise InputError(
+            f"{source}: unsupported model_type {model_type!r}; supported: "
+            f"{', '.join(sorted(LOADERS))} (or describe the model in latprof YAML)"
+        )
+    cfg = HFConfig(data, source)
+    layers = loader(cfg)
+    tied = data.get("tie_word_embeddings", True)
+    if not isinstance(tied, bool):
+        raise cfg.error(f"tie_word_embeddings must be true or false, got {tied!r}")
+    meta = cfg.int("num_memory_tokens", default=0, minimum=0)
+    return ModelSpec(
+        name=name,
+        width=cfg.int("hidden_size"),
+        vocab_size=cfg.int("vocab_size"),
+        layers=tuple(layers),
+        tied_embeddings=tied,
+        meta_tokens=meta,
+        source=source,
+        notes=tuple(cfg.notes),
+    )

@@ -1,0 +1,108 @@
+"""Operator blocks shared by several config.json families: attention, MLPs, MoE, Mamba2."""
+
+from __future__ import annotations
+
+import latprof.specs
+from latprof.config_hf.fields import HFConfig
+from latprof.specs import OpSpec
+
+
+def layer_count(cfg: HFConfig) -> int:
+    return cfg.int("num_hidden_layers")
+
+
+def attention(
+    cfg: HFConfig, width: int, qk_norm: bool = False, head_dim_key: str = "head_dim"
+) -> OpSpec:
+    """Softmax attention; an explicit head_dim field wins over hidden_size / heads."""
+    heads = cfg.int("num_attention_heads")
+    kv_heads = cfg.int("num_key_value_heads", default=heads)
+    head_dim = cfg.opt_int(head_dim_key, "head_dim")
+    if head_dim is None:
+        if width % heads:
+            raise cfg.error(
+                f"hidden_size {width} is not divisible by num_attention_heads {heads}, and no "
+                f"{head_dim_key} field says otherwise"
+            )
+        head_dim = width // heads
+    return cfg.spec(
+        "attention", width, heads=heads, kv_heads=kv_heads, head_dim=head_dim, qk_norm=qk_norm
+    )
+
+
+def gated_ffn(cfg: HFConfig, width: int, ffn_dim: int, act_key: str = "hidden_act") -> OpSpec:
+    """Gated MLP, counted as SwiGLU whatever the gate activation (a note says so)."""
+    act = cfg.data.get(act_key, "silu")
+    if act not in ("silu", "swish"):
+        cfg.note(f"{act_key}={act!r}: the gated MLP is counted as swiglu (same matmuls)")
+    return cfg.spec("ffn", width, ffn_dim=ffn_dim, activation="swiglu")
+
+
+def plain_ffn(cfg: HFConfig, width: int, ffn_dim: int, act: str) -> OpSpec:
+    """Non-gated MLP (up, activation, down)."""
+    if act not in ("relu2", "gelu"):
+        raise cfg.error(
+            f"non-gated MLP activation {act!r}: latprof's ffn operator has relu2 and gelu"
+        )
+    return cfg.spec("ffn", width, ffn_dim=ffn_dim, activation=act)
+
+
+def moe(
+    cfg: HFConfig,
+    width: int,
+    experts: int,
+    top_k: int,
+    expert_dim: int,
+    shared_expert_dim: int = 0,
+    activation: str = "swiglu",
+) -> OpSpec:
+    """MoE FFN; needs the `moe` operator family in latprof.specs."""
+    if "moe" not in latprof.specs.SPECS:
+        raise cfg.error(
+            "this model has MoE FFN layers, and latprof has no 'moe' operator family yet "
+            f"(operators: {', '.join(latprof.specs.SPECS)})"
+        )
+    extra = {}
+    if activation != "swiglu":  # only families whose experts are not SwiGLU name it
+        extra["activation"] = activation
+    return cfg.spec(
+        "moe",
+        width,
+        experts=experts,
+        top_k=top_k,
+        expert_dim=expert_dim,
+        shared_expert_dim=shared_expert_dim,
+        **extra,
+    )
+
+
+def mamba2_from_heads(
+    cfg: HFConfig, width: int, heads: int, head_dim: int, d_state: int, n_groups: int, d_conv: int
+) -> OpSpec:
+    """Mamba2 from head count and head size; latprof's spec has d_inner = expand * width."""
+    d_inner = heads * head_dim
+    if d_inner % width:
+        raise cfg.error(
+            f"Mamba2 inner size {heads} heads x {head_dim} = {d_inner} is not a whole multiple "
+            f"of hidden_size {width}; latprof's mamba2 operator has d_inner = expand x width "
+            "with an integer expand, so this shape cannot be represented"
+        )
+    return cfg.spec(
+        "mamba2",
+        width,
+        expand=d_inner // width,
+        head_dim=head_dim,
+        d_state=d_state,
+        n_groups=n_groups,
+        d_conv=d_conv,
+    )
+
+
+def sliding_window_note(cfg: HFConfig) -> None:
+    window = cfg.data.get("sliding_window")
+    uses = cfg.data.get("use_sliding_window", True)
+    if window and uses:
+        cfg.note(
+            f"sliding_window={window} is not modelled: every attention layer is counted as full "
+            "attention over the whole context (cost and KV cache are upper bounds)"
+        )

@@ -1,0 +1,74 @@
+"""`HFConfig`: a parsed config.json with typed field getters whose errors name the file, the
+model_type and the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from latprof.errors import InputError
+from latprof.specs import OpSpec, build_spec
+
+_REQUIRED = object()
+
+
+class HFConfig:
+    """A parsed config.json with typed getters whose errors name the file and field.
+
+    Loaders add notes (details latprof does not model) with `note`; they end up on the ModelSpec.
+    """
+
+    def __init__(self, data: dict[str, Any], source: str) -> None:
+        self.data, self.source = data, source
+        self.model_type = str(data.get("model_type"))
+        self.notes: list[str] = []
+
+    def error(self, message: str) -> InputError:
+        return InputError(f"{self.source} (model_type {self.model_type!r}): {message}")
+
+    def int(self, key: str, default: Any = _REQUIRED, minimum: int = 1) -> int:
+        value = self.data.get(key)
+        if value is None:
+            if default is _REQUIRED:
+                raise self.error(f"required field {key!r} is missing")
+            return default
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.error(f"{key} must be an integer >= {minimum}, got {value!r}")
+        return value
+
+    def opt_int(self, *keys: str) -> int | None:
+        """The first of `keys` present with a positive value ("auto", null and values <= 0,
+        which several configs use for "derive it", mean absent)."""
+        for key in keys:
+            value = self.data.get(key)
+            if value is None or value == "auto" or (isinstance(value, int) and value <= 0):
+                continue
+            return self.int(key)
+        return None
+
+    def int_list(self, key: str, default: list[int] | None = None) -> list[int]:
+        value = self.data.get(key)
+        if value is None:
+            return list(default or [])
+        if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
+            raise self.error(f"{key} must be a list of integers, got {value!r}")
+        return value
+
+    def str_list(self, key: str) -> list[str] | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.error(f"{key} must be a list of strings, got {value!r}")
+        return value
+
+    def spec(self, op: str, width: int, **params: Any) -> OpSpec:
+        try:
+            return build_spec(op, width, **params)
+        except InputError as exc:
+            raise self.error(f"impossible shape: {exc}") from None
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
