@@ -23,6 +23,7 @@ from latprof.timing import (
     Measurement,
     TimerConfig,
     Workload,
+    copies_for,
     time_cpu,
     time_cuda_eager,
     time_cuda_graph,
@@ -91,13 +92,11 @@ class WholeModel(nn.Module):
         return self.head.logits(x)
 
 
-def fill_caches(states: list[State], seed: int = 1234) -> None:
-    """Random cache contents (as after a prompt): never zeros, NaN or denormals."""
+def fill_caches(model: WholeModel, states: list[State], seed: int = 1234) -> None:
+    """Random cache contents in every layer (as after a prompt)."""
     gen = torch.Generator().manual_seed(seed)
-    for state in states:
-        for name, tensor in state.items():
-            if tensor.is_floating_point() and name not in ("cos", "sin", "cos_lowp", "sin_lowp"):
-                tensor.copy_((torch.randn(tensor.shape, generator=gen) * 0.5).to(tensor.dtype))
+    for block, state in zip(model.layers, states, strict=True):
+        block.randomize_state(state, gen)
 
 
 @dataclass(frozen=True)
@@ -118,10 +117,8 @@ def model_bytes(model: ModelSpec, batch: int, context: int, dtype: str) -> int:
 
 
 def copies_needed(point: E2EPoint, llc_bytes: int) -> int:
-    per_copy = max(1, model_bytes(point.model, point.batch, point.context, point.dtype))
-    wanted = -(-2 * llc_bytes // per_copy)
-    affordable = max(1, COPY_BUDGET_BYTES[point.device] // per_copy)
-    return int(max(1, min(wanted, affordable, MAX_COPIES)))
+    per_copy = model_bytes(point.model, point.batch, point.context, point.dtype)
+    return copies_for(per_copy, llc_bytes, COPY_BUDGET_BYTES[point.device], MAX_COPIES)
 
 
 def held_bytes(point: E2EPoint, llc_bytes: int) -> int:
@@ -161,7 +158,7 @@ def build_workload(point: E2EPoint, copies: int, seed: int = 0) -> Workload:
         )
         model.eval()
         states = model.allocate_state(point.batch, point.context + 1)
-        fill_caches(states, seed=c)
+        fill_caches(model, states, seed=c)
         ids = torch.randint(
             0, point.model.vocab_size, (point.batch,), generator=torch.Generator().manual_seed(c)
         ).to(point.device)
@@ -217,7 +214,7 @@ def generation_wall_s(point: E2EPoint, prompt: int, generate: int) -> float:
     )
     model.eval()
     states = model.allocate_state(point.batch, prompt + generate)
-    fill_caches(states)
+    fill_caches(model, states)
     ids = torch.zeros(point.batch, dtype=torch.long, device=point.device)
     start = prompt + point.model.meta_tokens
     for pos in range(start, start + 2):  # warm-up (lazy initialisation, allocator)

@@ -32,6 +32,7 @@ from latprof.timing import (
     Measurement,
     TimerConfig,
     Workload,
+    copies_for,
     interleave_groups,
     time_cpu,
     time_cuda_eager,
@@ -81,10 +82,8 @@ def max_context_for(setting: Setting) -> int:
 
 
 def copies_needed(spec: OpSpec, setting: Setting, llc_bytes: int) -> int:
-    per_copy = max(1, bytes_per_copy(spec, setting))
-    wanted = -(-2 * llc_bytes // per_copy)
-    affordable = max(1, COPY_BUDGET_BYTES[setting.device] // per_copy)
-    return int(max(1, min(wanted, affordable, MAX_COPIES)))
+    budget = COPY_BUDGET_BYTES[setting.device]
+    return copies_for(bytes_per_copy(spec, setting), llc_bytes, budget, MAX_COPIES)
 
 
 def build_workload(spec: OpSpec, setting: Setting, copies: int, seed: int = 0) -> Workload:
@@ -104,7 +103,7 @@ def build_workload(spec: OpSpec, setting: Setting, copies: int, seed: int = 0) -
         else:
             state = block.allocate_state(setting.batch, max_context_for(setting))
             x = block.example_input(setting.batch, gen)
-            _fill_cache(block, state, setting)
+            block.randomize_state(state, torch.Generator().manual_seed(1234))
             steps.append(_bind_step(block, x, state, setting.context))
     return Workload(steps)
 
@@ -115,16 +114,6 @@ def _bind_step(block, x, state, pos):
 
 def _bind_prefill(block, x, state):
     return lambda: block.prefill(x, state)
-
-
-def _fill_cache(block, state, setting: Setting) -> None:
-    """Random contents for the cache positions a step at `context` reads (never zeros, never
-    uninitialised memory that could hold NaN or denormals and slow a CPU down)."""
-    gen = torch.Generator().manual_seed(1234)
-    for name, tensor in state.items():
-        if tensor.is_floating_point() and name not in ("cos", "sin"):
-            noise = torch.randn(tensor.shape, generator=gen) * 0.5
-            tensor.copy_(noise.to(tensor.dtype))
 
 
 # ---- measuring ---------------------------------------------------------------------------------

@@ -85,6 +85,15 @@ class Workload:
         self._next = (self._next + 1) % len(self._steps)
 
 
+def copies_for(bytes_per_copy: int, llc_bytes: int, budget_bytes: int, max_copies: int) -> int:
+    """Copies to rotate so their bytes exceed twice the last-level cache, within a memory budget
+    and a count limit (always at least one)."""
+    per_copy = max(1, bytes_per_copy)
+    wanted = -(-2 * llc_bytes // per_copy)
+    affordable = max(1, budget_bytes // per_copy)
+    return int(max(1, min(wanted, affordable, max_copies)))
+
+
 # ---- CPU ------------------------------------------------------------------------------------
 def interleave_groups(
     items: Sequence[T], nbytes: Callable[[T], int], max_items: int, max_bytes: int

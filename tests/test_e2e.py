@@ -88,3 +88,12 @@ def test_generation_wall_time_runs_every_step():
     point = e2e.E2EPoint(_hybrid(meta_tokens=3), 1, 0, "float32", "cpu", "eager")
     wall = e2e.generation_wall_s(point, prompt=4, generate=6)
     assert wall > 0
+
+
+def test_randomized_caches_keep_the_rope_tables():
+    block = e2e.WholeModel(_hybrid()).layers[4]  # attention
+    state = block.allocate_state(1, 16)
+    tables = {k: state[k].clone() for k in block.static_state_keys if k in state}
+    block.randomize_state(state, torch.Generator().manual_seed(0))
+    assert tables and all(torch.equal(state[k], v) for k, v in tables.items())
+    assert state["k"].abs().sum() > 0

@@ -154,7 +154,7 @@ def test_graph_replay_equals_an_eager_step(op, backend):
     block = build_block(spec, backend=backend, device="cuda", dtype=torch.bfloat16, seed=0).eval()
     batch, pos = 3, 100
     state = block.allocate_state(batch, pos + 1)
-    e2e.fill_caches([state], seed=5)
+    block.randomize_state(state, torch.Generator().manual_seed(5))
     x = block.example_input(batch, torch.Generator().manual_seed(7))  # static input
     graph_state, eager_state = clone_state(state), clone_state(state)
 

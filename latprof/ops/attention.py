@@ -118,6 +118,7 @@ class AttentionBlock(Block):
     """x + o_proj(attention(rope(q), rope(k), v)) with q, k, v projected from rms_norm(x)."""
 
     backends: ClassVar[tuple[str, ...]] = ("torch", "sdpa", "flash_attn", "triton")
+    static_state_keys = frozenset({"cos", "sin", "cos_lowp", "sin_lowp"})  # RoPE tables
     spec: AttentionSpec
 
     def __init__(

@@ -85,6 +85,8 @@ class Block(nn.Module):
     backends: ClassVar[tuple[str, ...]] = ("torch",)
     #: False where a step synchronises with the host (data-dependent shapes): eager mode only
     graph_capturable: ClassVar[bool] = True
+    #: state entries that are fixed tables (RoPE cos / sin), not caches a prompt would fill
+    static_state_keys: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self,
@@ -136,6 +138,14 @@ class Block(nn.Module):
         """A random prefill input: hidden states (batch, seq, width)."""
         x = torch.randn(batch, seq, self.spec.width, generator=generator or self.generator)
         return x.to(device=self.device, dtype=self.dtype)
+
+    def randomize_state(self, state: State, generator: torch.Generator) -> None:
+        """Random cache contents, as after a prompt (never zeros, never uninitialised memory that
+        could hold NaN or denormals and slow a CPU down); fixed tables are left alone."""
+        for name, tensor in state.items():
+            if tensor.is_floating_point() and name not in self.static_state_keys:
+                noise = torch.randn(tensor.shape, generator=generator) * 0.5
+                tensor.copy_(noise.to(tensor.dtype))
 
     # ---- helpers for subclasses -----------------------------------------------------------
     def new_param(self, *shape: int, fan_in: int | None = None) -> nn.Parameter:
