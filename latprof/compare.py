@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from latprof.errors import InputError
-from latprof.lut import ANY_CONTEXT, LUT, Setting
+from latprof.lut import ANY_CONTEXT, LUT, Setting, row_key
 from latprof.model import ModelSpec, load_model
 from latprof.specs import OpSpec, canonical_dtype
 from latprof.stats import error_summary, relative_error_pct
@@ -150,12 +150,6 @@ class CompareReport:
 
 
 # ---- LUT rows the comparison needs -------------------------------------------------------------
-def _backend_map(text: str | None) -> tuple[str | None, dict[str, str]]:
-    from latprof.estimate import parse_backends
-
-    return parse_backends(text)
-
-
 def needed_points(
     models: list[ModelSpec],
     batch: int,
@@ -195,15 +189,13 @@ def _missing(points, lut_path: Path) -> list[tuple[OpSpec, Setting]]:
         return list(points)
     table = LUT.load(lut_path)
     have = {k for k, r in table.index.items() if r.get("status") == "ok"}
-    from latprof.lut import row_key
-
     return [(spec, s) for spec, s in points if row_key(spec.key, s) not in have]
 
 
 # ---- the comparison ----------------------------------------------------------------------------
 def run_compare(req: CompareRequest, on_progress=None) -> CompareReport:
     from latprof import control, device_info, e2e, sweep
-    from latprof.estimate import Estimator
+    from latprof.estimate import Estimator, parse_backends
     from latprof.grid import resolve_mode
     from latprof.timing import TimerConfig, interleave_groups
 
@@ -215,7 +207,7 @@ def run_compare(req: CompareRequest, on_progress=None) -> CompareReport:
     device = device_info.resolve_device(req.device)
     dtype = canonical_dtype(req.dtype or device_info.default_dtype(device))
     mode = resolve_mode(req.mode, device)
-    default_backend, per_op = _backend_map(req.backend)
+    default_backend, per_op = parse_backends(req.backend)
     default_backend = default_backend or "torch"
     notes: list[str] = []
 
