@@ -28,6 +28,8 @@ import torch
 import triton
 import triton.language as tl
 
+from latprof.kernels.checks import require
+
 LOG2E = 1.4426950408889634
 _TL_DTYPES = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
 
@@ -314,15 +316,10 @@ def _launch_decode_attention(
 # public functions
 
 
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise ValueError(message)
-
-
 def _check_tensor(name: str, t: object, ndim: int, what: str) -> None:
-    _require(isinstance(t, torch.Tensor), f"{name} must be a tensor, got {type(t).__name__}")
-    _require(t.dim() == ndim, f"{name} must be {what}, got shape {tuple(t.shape)}")
-    _require(t.stride(-1) == 1, f"{name} needs a contiguous last dimension")
+    require(isinstance(t, torch.Tensor), f"{name} must be a tensor, got {type(t).__name__}")
+    require(t.dim() == ndim, f"{name} must be {what}, got shape {tuple(t.shape)}")
+    require(t.stride(-1) == 1, f"{name} needs a contiguous last dimension")
 
 
 def _check_args(q, k_new, v_new, k_cache, v_cache, cache_seqlens, cos, sin, scale, num_splits):
@@ -330,13 +327,13 @@ def _check_args(q, k_new, v_new, k_cache, v_cache, cache_seqlens, cos, sin, scal
     _check_tensor("k_cache", k_cache, 4, "(batch, max_context, kv_heads, head_dim)")
     batch, heads, head_dim = q.shape
     _, max_context, kv_heads, _ = k_cache.shape
-    _require(q.is_floating_point(), f"q must be a floating-point tensor, got {q.dtype}")
-    _require(head_dim % 2 == 0 and head_dim > 0, f"head_dim must be even, got {head_dim}")
-    _require(
+    require(q.is_floating_point(), f"q must be a floating-point tensor, got {q.dtype}")
+    require(head_dim % 2 == 0 and head_dim > 0, f"head_dim must be even, got {head_dim}")
+    require(
         kv_heads > 0 and heads % kv_heads == 0,
         f"heads ({heads}) must be a multiple of kv_heads ({kv_heads})",
     )
-    _require(max_context >= 1, "the cache needs max_context >= 1")
+    require(max_context >= 1, "the cache needs max_context >= 1")
     for name, t, shape in (
         ("k_new", k_new, (batch, kv_heads, head_dim)),
         ("v_new", v_new, (batch, kv_heads, head_dim)),
@@ -344,19 +341,19 @@ def _check_args(q, k_new, v_new, k_cache, v_cache, cache_seqlens, cos, sin, scal
         ("v_cache", v_cache, (batch, max_context, kv_heads, head_dim)),
     ):
         _check_tensor(name, t, len(shape), str(shape))
-        _require(tuple(t.shape) == shape, f"{name} must have shape {shape}, got {tuple(t.shape)}")
-        _require(t.dtype == q.dtype, f"{name} must have q's dtype {q.dtype}, got {t.dtype}")
+        require(tuple(t.shape) == shape, f"{name} must have shape {shape}, got {tuple(t.shape)}")
+        require(t.dtype == q.dtype, f"{name} must have q's dtype {q.dtype}, got {t.dtype}")
     _check_tensor("cache_seqlens", cache_seqlens, 1, "(batch,)")
-    _require(tuple(cache_seqlens.shape) == (batch,), f"cache_seqlens must have shape ({batch},)")
-    _require(
+    require(tuple(cache_seqlens.shape) == (batch,), f"cache_seqlens must have shape ({batch},)")
+    require(
         cache_seqlens.dtype == torch.int32,
         f"cache_seqlens must be int32, got {cache_seqlens.dtype}",
     )
     for name, t in (("cos", cos), ("sin", sin)):
         _check_tensor(name, t, 2, "(max_context, head_dim // 2)")
         shape = (max_context, head_dim // 2)
-        _require(tuple(t.shape) == shape, f"{name} must have shape {shape}, got {tuple(t.shape)}")
-        _require(t.dtype == torch.float32, f"{name} must be float32, got {t.dtype}")
+        require(tuple(t.shape) == shape, f"{name} must have shape {shape}, got {tuple(t.shape)}")
+        require(t.dtype == torch.float32, f"{name} must be float32, got {t.dtype}")
     tensors = {
         "q": q,
         "k_new": k_new,
@@ -368,14 +365,14 @@ def _check_args(q, k_new, v_new, k_cache, v_cache, cache_seqlens, cos, sin, scal
         "sin": sin,
     }
     devices = {t.device for t in tensors.values()}
-    _require(
+    require(
         len(devices) == 1, f"all tensors must be on one device, got {sorted(map(str, devices))}"
     )
-    _require(
+    require(
         scale is None or (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0),
         f"scale must be a positive number or None, got {scale!r}",
     )
-    _require(
+    require(
         num_splits is None
         or (isinstance(num_splits, int) and not isinstance(num_splits, bool) and num_splits >= 1),
         f"num_splits must be a positive int or None, got {num_splits!r}",

@@ -11,6 +11,8 @@ import torch
 import triton
 import triton.language as tl
 
+from latprof.kernels.checks import require
+
 # The PyTorch reference with the same signature: the one the blocks' torch backend runs.
 from latprof.ops.ssm_reference import gated_rms_norm_ref  # noqa: E402, F401
 
@@ -71,11 +73,6 @@ def _launch_gated_rms_norm(x, z, weight, group_size, eps):
 # public functions
 
 
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise ValueError(message)
-
-
 def gated_rms_norm(
     x: torch.Tensor,
     z: torch.Tensor,
@@ -93,19 +90,19 @@ def gated_rms_norm(
     returns y: (batch, dim), each group of x * silu(z) divided by its root mean square
         (+ eps inside the root), times weight
     """
-    _require(isinstance(x, torch.Tensor) and x.dim() == 2, "x must be a (batch, dim) tensor")
-    _require(isinstance(group_size, int) and group_size >= 1, "group_size must be a positive int")
-    _require(isinstance(eps, (int, float)) and eps > 0, f"eps must be > 0, got {eps!r}")
+    require(isinstance(x, torch.Tensor) and x.dim() == 2, "x must be a (batch, dim) tensor")
+    require(isinstance(group_size, int) and group_size >= 1, "group_size must be a positive int")
+    require(isinstance(eps, (int, float)) and eps > 0, f"eps must be > 0, got {eps!r}")
     batch, dim = x.shape
-    _require(dim % group_size == 0, f"group_size ({group_size}) must divide dim ({dim})")
+    require(dim % group_size == 0, f"group_size ({group_size}) must divide dim ({dim})")
     for name, t, shape in (
         ("x", x, (batch, dim)),
         ("z", z, (batch, dim)),
         ("weight", weight, (dim,)),
     ):
-        _require(isinstance(t, torch.Tensor), f"{name} must be a tensor")
-        _require(tuple(t.shape) == shape, f"{name} must have shape {shape}, got {tuple(t.shape)}")
-        _require(t.is_floating_point(), f"{name} must be a floating-point tensor, got {t.dtype}")
-        _require(t.stride(-1) == 1, f"{name} needs a contiguous last dimension")
-        _require(t.device == x.device, f"{name} is on {t.device}, x on {x.device}")
+        require(isinstance(t, torch.Tensor), f"{name} must be a tensor")
+        require(tuple(t.shape) == shape, f"{name} must have shape {shape}, got {tuple(t.shape)}")
+        require(t.is_floating_point(), f"{name} must be a floating-point tensor, got {t.dtype}")
+        require(t.stride(-1) == 1, f"{name} needs a contiguous last dimension")
+        require(t.device == x.device, f"{name} is on {t.device}, x on {x.device}")
     return _launch_gated_rms_norm(x, z, weight, group_size, float(eps))

@@ -27,7 +27,8 @@ import torch
 import triton
 import triton.language as tl
 
-from latprof.kernels.mamba_step import _check_same_device, _require, _shifted_conv_window
+from latprof.kernels.checks import check_same_device, require
+from latprof.kernels.conv_window import shifted_conv_window
 
 # The PyTorch reference with the same signature: the one the blocks' torch backend runs.
 from latprof.ops.ssm_reference import mamba2_state_update_ref  # noqa: E402, F401
@@ -84,13 +85,13 @@ def _mamba2_state_update_kernel(
 
     p_xbc = xBC + i_b * stride_xb
     p_cs = conv_state + i_b.to(tl.int64) * stride_cb
-    win_x, b_x = _shifted_conv_window(
+    win_x, b_x = shifted_conv_window(
         p_xbc, p_cs, conv_weight, conv_bias, c_x, m_p, stride_cc, stride_wc, W, BLOCK_W, HAS_BIAS
     )
-    win_B, b_B = _shifted_conv_window(
+    win_B, b_B = shifted_conv_window(
         p_xbc, p_cs, conv_weight, conv_bias, c_B, m_n, stride_cc, stride_wc, W, BLOCK_W, HAS_BIAS
     )
-    win_C, b_C = _shifted_conv_window(
+    win_C, b_C = shifted_conv_window(
         p_xbc, p_cs, conv_weight, conv_bias, c_C, m_n, stride_cc, stride_wc, W, BLOCK_W, HAS_BIAS
     )
 
@@ -198,25 +199,25 @@ def _launch_mamba2_state_update(
 
 
 def _check(name: str, t: object, shape: tuple[int, ...], contiguous: bool = False) -> None:
-    _require(isinstance(t, torch.Tensor), f"{name} must be a tensor, got {type(t).__name__}")
-    _require(tuple(t.shape) == shape, f"{name} must have shape {shape}, got {tuple(t.shape)}")
-    _require(t.is_floating_point(), f"{name} must be a floating-point tensor, got {t.dtype}")
+    require(isinstance(t, torch.Tensor), f"{name} must be a tensor, got {type(t).__name__}")
+    require(tuple(t.shape) == shape, f"{name} must have shape {shape}, got {tuple(t.shape)}")
+    require(t.is_floating_point(), f"{name} must be a floating-point tensor, got {t.dtype}")
     if contiguous:
-        _require(t.is_contiguous(), f"{name} must be contiguous (it is updated in place)")
+        require(t.is_contiguous(), f"{name} must be contiguous (it is updated in place)")
     else:
-        _require(t.stride(-1) == 1, f"{name} needs a contiguous last dimension")
+        require(t.stride(-1) == 1, f"{name} needs a contiguous last dimension")
 
 
 def _check_args(tensors: dict[str, torch.Tensor | None], n_groups, head_dim, d_state) -> None:
     """ValueError unless the arguments of `mamba2_state_update` fit together."""
     for name, v in (("n_groups", n_groups), ("head_dim", head_dim), ("d_state", d_state)):
-        _require(isinstance(v, int) and v >= 1, f"{name} must be a positive int, got {v!r}")
+        require(isinstance(v, int) and v >= 1, f"{name} must be a positive int, got {v!r}")
     dt, conv_state = tensors["dt"], tensors["conv_state"]
-    _require(isinstance(dt, torch.Tensor) and dt.dim() == 2, "dt must be a (batch, heads) tensor")
+    require(isinstance(dt, torch.Tensor) and dt.dim() == 2, "dt must be a (batch, heads) tensor")
     batch, heads = dt.shape
-    _require(heads % n_groups == 0, f"heads ({heads}) must be a multiple of n_groups ({n_groups})")
+    require(heads % n_groups == 0, f"heads ({heads}) must be a multiple of n_groups ({n_groups})")
     conv_dim = heads * head_dim + 2 * n_groups * d_state
-    _require(
+    require(
         isinstance(conv_state, torch.Tensor) and conv_state.dim() == 3 and conv_state.shape[2] >= 1,
         "conv_state must be a (batch, conv_dim, d_conv) tensor",
     )
@@ -231,8 +232,8 @@ def _check_args(tensors: dict[str, torch.Tensor | None], n_groups, head_dim, d_s
     _check("ssm_state", tensors["ssm_state"], ssm_shape, contiguous=True)
     for name in ("A", "D", "dt_bias"):
         _check(name, tensors[name], (heads,))
-    _require(batch * n_groups <= MAX_TICKETS, f"batch * n_groups must be <= {MAX_TICKETS}")
-    _check_same_device(**tensors)
+    require(batch * n_groups <= MAX_TICKETS, f"batch * n_groups must be <= {MAX_TICKETS}")
+    check_same_device(**tensors)
 
 
 def mamba2_state_update(

@@ -10,7 +10,7 @@ reference with the same signature:
 - `causal_conv1d_update`: shift the conv state by one column and apply the depthwise conv + silu;
 - `selective_state_update`: h = exp(dt*A) h + dt*B*x, y = (C.h + D*x) * silu(z).
 
-The conv-window helper `_shifted_conv_window` is shared with the Mamba2 kernel.
+The conv-window helper `shifted_conv_window` (`conv_window.py`) is shared with the Mamba2 kernel.
 """
 
 from __future__ import annotations
@@ -19,46 +19,14 @@ import torch
 import triton
 import triton.language as tl
 
+from latprof.kernels.checks import check_same_device, require
+from latprof.kernels.conv_window import shifted_conv_window
+
 # The PyTorch reference with the same signature: the one the blocks' torch backend runs.
 from latprof.ops.ssm_reference import causal_conv1d_update_ref, selective_state_update_ref  # noqa: E402, F401
 
 # ----------------------------------------------------------------------------------------------
 # kernels
-
-
-@triton.jit
-def _shifted_conv_window(
-    p_x,
-    p_state,
-    p_w,
-    p_bias,
-    o_c,
-    m_c,
-    stride_sc,
-    stride_wc,
-    W: tl.constexpr,
-    BLOCK_W: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-):
-    """Depthwise causal conv of channels `o_c` for one new input column.
-
-    Returns (the conv window after the shift, (BLOCK_C, BLOCK_W) float32: old columns 1..W-1
-    then the new input; silu(conv + bias), (BLOCK_C,) float32).  Only loads: the caller stores
-    the window back after a barrier, once every thread of the program has read the old state.
-    `p_state` points at a batch row of the state, whose last (d_conv) dimension is contiguous.
-    """
-    o_w = tl.arange(0, BLOCK_W)
-    b_x = tl.load(p_x + o_c, mask=m_c, other=0.0).to(tl.float32)
-    m_keep = m_c[:, None] & (o_w[None, :] + 1 < W)
-    p_win = p_state + o_c[:, None] * stride_sc + (o_w[None, :] + 1)
-    b_win = tl.load(p_win, mask=m_keep, other=0.0).to(tl.float32)
-    b_win = tl.where(o_w[None, :] == W - 1, b_x[:, None], b_win)
-    m_w = m_c[:, None] & (o_w[None, :] < W)
-    b_w = tl.load(p_w + o_c[:, None] * stride_wc + o_w[None, :], mask=m_w, other=0.0)
-    b_out = tl.sum(b_win * b_w.to(tl.float32), 1)
-    if HAS_BIAS:
-        b_out += tl.load(p_bias + o_c, mask=m_c, other=0.0).to(tl.float32)
-    return b_win, b_out * tl.sigmoid(b_out)
 
 
 @triton.jit
@@ -83,7 +51,7 @@ def _causal_conv1d_update_kernel(
     o_d = i_d * BLOCK_D + tl.arange(0, BLOCK_D)
     m_d = o_d < DIM
     p_state = conv_state + i_b.to(tl.int64) * stride_sb
-    b_win, b_y = _shifted_conv_window(
+    b_win, b_y = shifted_conv_window(
         x + i_b * stride_xb,
         p_state,
         weight,
@@ -228,26 +196,12 @@ def _launch_selective_state_update(state, x, dt, A, B, C, D, z, dt_bias):
 # public functions
 
 
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise ValueError(message)
-
-
 def _check_vector_rows(name: str, t: torch.Tensor, shape: tuple[int, ...]) -> None:
     """`t` has `shape`, a floating dtype and a contiguous last dimension."""
-    _require(isinstance(t, torch.Tensor), f"{name} must be a tensor, got {type(t).__name__}")
-    _require(tuple(t.shape) == shape, f"{name} must have shape {shape}, got {tuple(t.shape)}")
-    _require(t.is_floating_point(), f"{name} must be a floating-point tensor, got {t.dtype}")
-    _require(t.stride(-1) == 1 or t.shape[-1] == 1, f"{name} needs a contiguous last dimension")
-
-
-def _check_same_device(**tensors: torch.Tensor | None) -> None:
-    devices = {name: t.device for name, t in tensors.items() if t is not None}
-    _require(
-        len(set(devices.values())) == 1,
-        "all tensors must be on one device, got "
-        + ", ".join(f"{k}: {v}" for k, v in devices.items()),
-    )
+    require(isinstance(t, torch.Tensor), f"{name} must be a tensor, got {type(t).__name__}")
+    require(tuple(t.shape) == shape, f"{name} must have shape {shape}, got {tuple(t.shape)}")
+    require(t.is_floating_point(), f"{name} must be a floating-point tensor, got {t.dtype}")
+    require(t.stride(-1) == 1 or t.shape[-1] == 1, f"{name} needs a contiguous last dimension")
 
 
 def causal_conv1d_update(
@@ -265,20 +219,20 @@ def causal_conv1d_update(
     bias: (dim,) or None
     returns y: (batch, dim) in x's dtype, silu(sum(conv_state_new * weight, -1) + bias)
     """
-    _require(isinstance(x, torch.Tensor) and x.dim() == 2, "x must be a (batch, dim) tensor")
+    require(isinstance(x, torch.Tensor) and x.dim() == 2, "x must be a (batch, dim) tensor")
     batch, dim = x.shape
-    _require(
+    require(
         isinstance(conv_state, torch.Tensor) and conv_state.dim() == 3,
         "conv_state must be a (batch, dim, d_conv) tensor",
     )
     d_conv = conv_state.shape[2]
-    _require(d_conv >= 1, "conv_state needs d_conv >= 1")
+    require(d_conv >= 1, "conv_state needs d_conv >= 1")
     _check_vector_rows("x", x, (batch, dim))
     _check_vector_rows("conv_state", conv_state, (batch, dim, d_conv))
     _check_vector_rows("weight", weight, (dim, d_conv))
     if bias is not None:
         _check_vector_rows("bias", bias, (dim,))
-    _check_same_device(x=x, conv_state=conv_state, weight=weight, bias=bias)
+    check_same_device(x=x, conv_state=conv_state, weight=weight, bias=bias)
     return _launch_causal_conv1d_update(x, conv_state, weight, bias)
 
 
@@ -307,14 +261,14 @@ def selective_state_update(
     returns y: (batch, dim) in x's dtype, (sum_n C*h + D*x) * silu(z) with
         h = exp(dt*A) h + dt*B*x and dt = softplus(dt + dt_bias)
     """
-    _require(isinstance(x, torch.Tensor) and x.dim() == 2, "x must be a (batch, dim) tensor")
+    require(isinstance(x, torch.Tensor) and x.dim() == 2, "x must be a (batch, dim) tensor")
     batch, dim = x.shape
-    _require(
+    require(
         isinstance(state, torch.Tensor) and state.dim() == 3,
         "state must be a (batch, dim, d_state) tensor",
     )
     d_state = state.shape[2]
-    _require(d_state >= 1, "state needs d_state >= 1")
+    require(d_state >= 1, "state needs d_state >= 1")
     _check_vector_rows("state", state, (batch, dim, d_state))
     for name, t in (("x", x), ("dt", dt), ("z", z)):
         _check_vector_rows(name, t, (batch, dim))
@@ -323,5 +277,5 @@ def selective_state_update(
         _check_vector_rows(name, t, (batch, d_state))
     for name, t in (("D", D), ("dt_bias", dt_bias)):
         _check_vector_rows(name, t, (dim,))
-    _check_same_device(state=state, x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias)
+    check_same_device(state=state, x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias)
     return _launch_selective_state_update(state, x, dt, A, B, C, D, z, dt_bias)
