@@ -35,7 +35,7 @@ from test_estimate_support import model_specs, synthetic_rows  # noqa: E402
 from latprof.estimate import Estimator  # noqa: E402
 from latprof.lut import append_rows  # noqa: E402
 from latprof.model import ModelSpec, load_model  # noqa: E402
-from latprof.specs import build_spec  # noqa: E402
+from latprof.registry import build_spec  # noqa: E402
 
 CONFIG = ROOT / "configs" / "nemotron-flash-1b.yaml"
 WIDTHS = (1024, 1536, 2048, 2560, 3072)

@@ -13,28 +13,23 @@ from pathlib import Path
 from typing import Any
 
 from latprof.errors import InputError
-from latprof.lut import ANY_CONTEXT, LUT, Setting, row_key
-from latprof.model import ModelSpec, load_model
-from latprof.specs import OpSpec, canonical_dtype
+from latprof.grid import Point
+from latprof.lut import LUT, row_key
+from latprof.model import load_model
+from latprof.settings import Settings
 from latprof.stats import error_summary, relative_error_pct
 
-#: whole-model points timed together in interleaved rounds on a CPU (as the sweep's groups)
-CPU_GROUP_MAX_POINTS = 8
-CPU_GROUP_MAX_BYTES = 6 * 1024**3
 #: end-to-end samples per point on a CPU: few points, so more samples to tighten each median
 CPU_E2E_SAMPLES = 41
 
 
 @dataclass(frozen=True)
 class CompareRequest:
+    """`settings` resolved for measuring (`Settings.resolve(measure=True)`), one batch."""
+
     configs: tuple[Path, ...]
     lut: Path
-    batch: int = 1
-    contexts: tuple[int, ...] = (1024,)
-    device: str = "auto"
-    dtype: str | None = None
-    mode: str | None = None
-    backend: str | None = None  # names or op=name pairs, as for sweep / estimate
+    settings: Settings
     generate: int | None = None
     prompt: int | None = None  # for --generate; default: the first context
     measure_missing: bool = False
@@ -150,41 +145,7 @@ class CompareReport:
 
 
 # ---- LUT rows the comparison needs -------------------------------------------------------------
-def needed_points(
-    models: list[ModelSpec],
-    batch: int,
-    contexts: tuple[int, ...],
-    dtype: str,
-    device: str,
-    mode: str,
-    backends: dict[str, str],
-    default_backend: str,
-) -> list[tuple[OpSpec, Setting]]:
-    """Exact LUT rows that make every estimate a sum of measured rows (no interpolation)."""
-    points: dict[tuple, tuple[OpSpec, Setting]] = {}
-    for model in models:
-        for spec in (*model.layers, model.embedding, model.lm_head):
-            backend = backends.get(spec.op, default_backend)
-            ctxs = (
-                [c + model.meta_tokens for c in contexts]
-                if spec.context_dependent
-                else [ANY_CONTEXT]
-            )
-            for c in ctxs:
-                s = Setting(
-                    "decode",
-                    batch,
-                    max(c, 1) if spec.context_dependent else c,
-                    dtype,
-                    device,
-                    backend,
-                    mode,
-                )
-                points.setdefault((spec.key, s), (spec, s))
-    return list(points.values())
-
-
-def _missing(points, lut_path: Path) -> list[tuple[OpSpec, Setting]]:
+def _missing(points: list[Point], lut_path: Path) -> list[Point]:
     if not lut_path.exists():
         return list(points)
     table = LUT.load(lut_path)
@@ -194,33 +155,35 @@ def _missing(points, lut_path: Path) -> list[tuple[OpSpec, Setting]]:
 
 # ---- the comparison ----------------------------------------------------------------------------
 def run_compare(req: CompareRequest, on_progress=None) -> CompareReport:
-    from latprof import control, device_info, e2e, sweep
-    from latprof.estimate import Estimator, parse_backends
-    from latprof.grid import resolve_mode
-    from latprof.timing import TimerConfig, interleave_groups
+    from latprof import control, device_info, e2e, grid, sweep
+    from latprof.estimate import Estimator
+    from latprof.measure import environment, measure, plan_groups
+    from latprof.timing import TimerConfig
 
     if not req.configs:
         raise InputError("compare needs at least one model config")
-    if req.batch <= 0 or any(c <= 0 for c in req.contexts):
-        raise InputError("--batch and --context must be positive")
+    s = req.settings
+    batch, device, dtype, mode = s.batch_one, s.device, s.dtype, s.mode
     models = [load_model(p) for p in req.configs]
-    device = device_info.resolve_device(req.device)
-    dtype = canonical_dtype(req.dtype or device_info.default_dtype(device))
-    mode = resolve_mode(req.mode, device)
-    default_backend, per_op = parse_backends(req.backend)
-    default_backend = default_backend or "torch"
+    default_backend, per_op = s.backends.single()
     notes: list[str] = []
+
+    def needed(selected) -> list[Point]:
+        return grid.model_points(
+            selected,
+            batches=(batch,),
+            contexts=s.context,
+            dtype=dtype,
+            device=device,
+            mode=mode,
+            backends=s.backends,
+        )
 
     measured_missing = 0
     if req.measure_missing:
-        wanted = needed_points(
-            models, req.batch, req.contexts, dtype, device, mode, per_op, default_backend
-        )
-        todo = _missing(wanted, req.lut)
+        todo = _missing(needed(models), req.lut)
         if todo:
-            summary = sweep.measure_points(
-                todo, req.lut, command="latprof compare --measure-missing"
-            )
+            summary = sweep.run_sweep(todo, req.lut, command="latprof compare --measure-missing")
             measured_missing = summary.measured
             notes.append(f"measured {summary.measured} missing LUT rows first")
     elif not req.lut.exists():
@@ -233,16 +196,16 @@ def run_compare(req: CompareRequest, on_progress=None) -> CompareReport:
         dtype=dtype,
         device=device,
         mode=mode,
-        backend=req.backend,
+        backend=s.backends,
         allow_extrapolation=req.allow_extrapolation,
         force=req.force,
     )
     estimator = Estimator(req.lut, **estimator_kwargs)
     notes += estimator.notes
     estimates = {
-        (i, c): estimator.step_latency_us(m, req.batch, c)
+        (i, c): estimator.step_latency_us(m, batch, c)
         for i, m in enumerate(models)
-        for c in req.contexts
+        for c in s.context
     }
 
     config = TimerConfig.for_device(device)
@@ -250,52 +213,42 @@ def run_compare(req: CompareRequest, on_progress=None) -> CompareReport:
         config.samples = CPU_E2E_SAMPLES
     if req.samples:
         config.samples = req.samples
-    env = sweep.environment(device)  # on a CPU: fixed thread count, flush denormals, as a sweep
+    env = environment(device)  # on a CPU: fixed thread count, flush denormals, as a sweep
     llc = env["llc_bytes"]
     backends_used = {
-        op: per_op.get(op, default_backend)
-        for op in sorted({s.op for m in models for s in m.layers})
+        op: per_op.get(op, default_backend or "torch")
+        for op in sorted({spec.op for m in models for spec in m.layers})
     }
     backend_items = tuple(sorted(backends_used.items()))
-    e2e_points = [
-        (i, c, e2e.E2EPoint(m, req.batch, c, dtype, device, mode, backend_items))
+    targets = {
+        (i, c): e2e.ModelTarget(m, batch, c, dtype, device, mode, backend_items)
         for i, m in enumerate(models)
-        for c in req.contexts
-    ]
+        for c in s.context
+    }
+    keys = {id(t): key for key, t in targets.items()}  # equal models stay separate points
     if req.same_session:  # one group per model: its LUT rows and itself, timed together
-        groups = [[item for item in e2e_points if item[0] == i] for i in range(len(models))]
-    elif device == "cpu":
-        groups = interleave_groups(
-            e2e_points,
-            lambda item: e2e.held_bytes(item[2], llc),
-            CPU_GROUP_MAX_POINTS,
-            CPU_GROUP_MAX_BYTES,
-        )
+        groups = [[targets[(i, c)] for c in s.context] for i in range(len(models))]
     else:
-        groups = [[item] for item in e2e_points]
+        groups = plan_groups(list(targets.values()), llc)
     measured: dict[tuple[int, int], Any] = {}
     control_estimates: dict[tuple[int, int], float] = {}
     done = 0
     for group in groups:
         if on_progress:
-            on_progress(done, len(e2e_points), group[0][2].model.name)
+            on_progress(done, len(targets), group[0].label)
         done += len(group)
-        points = [p for _, _, p in group]
         if req.same_session:
-            i = group[0][0]
-            op_points = needed_points(
-                [models[i]], req.batch, req.contexts, dtype, device, mode, per_op, default_backend
-            )
-            rows, ms = control.measure_together(op_points, points, env, config)
+            i = keys[id(group[0])][0]
+            rows, ms = control.measure_together(needed([models[i]]), group, env, config)
             sums = control.estimates_from_rows(
-                rows, env, models[i], req.batch, req.contexts, estimator_kwargs
+                rows, env, models[i], batch, s.context, estimator_kwargs
             )
             control_estimates.update({(i, c): v for c, v in sums.items()})
         else:
-            ms = e2e.measure(points, llc, config)
-        measured.update({(i, c): m for (i, c, _), m in zip(group, ms, strict=True)})
+            ms = e2e.model_measurements(measure(group, llc, config))
+        measured.update({keys[id(t)]: m for t, m in zip(group, ms, strict=True)})
     if on_progress:
-        on_progress(len(e2e_points), len(e2e_points), "done")
+        on_progress(len(targets), len(targets), "done")
     results = [
         ComparePoint(
             model=models[i].name,
@@ -311,23 +264,21 @@ def run_compare(req: CompareRequest, on_progress=None) -> CompareReport:
             flags=measured[(i, c)].flags,
             same_session_estimate_us=control_estimates.get((i, c)),
         )
-        for i, c, _ in e2e_points
+        for i, c in targets
     ]
 
     generations = []
     if req.generate:
-        prompt = req.prompt if req.prompt is not None else req.contexts[0]
+        prompt = req.prompt if req.prompt is not None else s.context[0]
         if mode == "graph":
             notes.append(
                 "--generate runs its steps eagerly: a graph per step would re-capture "
                 "every token; its estimate uses the LUT's graph-mode rows"
             )
         for m in models:
-            est_us = estimator.decode_latency_us(m, req.batch, prompt, req.generate)
-            point = e2e.E2EPoint(
-                m, req.batch, prompt, dtype, device, "eager", tuple(sorted(backends_used.items()))
-            )
-            wall = e2e.generation_wall_s(point, prompt, req.generate)
+            est_us = estimator.decode_latency_us(m, batch, prompt, req.generate)
+            target = e2e.ModelTarget(m, batch, prompt, dtype, device, "eager", backend_items)
+            wall = e2e.generation_wall_s(target, prompt, req.generate)
             generations.append(GenerationPoint(m.name, prompt, req.generate, est_us / 1e6, wall))
 
     return CompareReport(
@@ -335,7 +286,7 @@ def run_compare(req: CompareRequest, on_progress=None) -> CompareReport:
         device_name=device_info.device_name(device),
         dtype=dtype,
         mode=mode,
-        batch=req.batch,
+        batch=batch,
         lut=str(req.lut),
         backends=backends_used,
         points=results,

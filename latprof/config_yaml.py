@@ -32,8 +32,9 @@ from typing import Any
 import yaml
 
 from latprof.errors import InputError
-from latprof.model import IMPLICIT_OPS, ModelSpec
-from latprof.specs import OPERATOR_NAMES, OpSpec, build_spec
+from latprof.model_spec import ModelSpec
+from latprof.registry import IMPLICIT_OPS, OPERATOR_NAMES, build_spec
+from latprof.specs import OpSpec
 
 TOP_LEVEL_KEYS = (
     "name",

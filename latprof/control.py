@@ -10,53 +10,31 @@ measurement.  What remains of the error is what summing per-operator latencies m
 
 from __future__ import annotations
 
-import datetime as dt
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from latprof import lut
-from latprof.e2e import E2EPoint
-from latprof.lut import Setting
-from latprof.specs import OpSpec
+from latprof.e2e import ModelTarget, model_measurements
+from latprof.estimate import Estimator
+from latprof.grid import Point
+from latprof.lut import LUT
+from latprof.measure import OperatorTarget, measure
+from latprof.sweep import lut_row
 from latprof.timing import Measurement, TimerConfig
 
 
 def measure_together(
-    op_points: Sequence[tuple[OpSpec, Setting]],
-    e2e_points: Sequence[E2EPoint],
+    op_points: Sequence[Point],
+    model_targets: Sequence[ModelTarget],
     env: dict[str, Any],
     config: TimerConfig,
 ) -> tuple[list[dict[str, Any]], list[Measurement]]:
-    """Time operator rows and whole models in one group -> (LUT rows, end-to-end measurements).
-
-    On a CPU all workloads share interleaved rounds; on a GPU each is timed on its own, in order."""
-    from latprof import e2e, sweep
-    from latprof.timing import time_cpu
-
-    llc = env["llc_bytes"]
-    op_loads = []
-    for spec, setting in op_points:
-        copies = sweep.copies_needed(spec, setting, llc)
-        op_loads.append((sweep.build_workload(spec, setting, copies), copies))
-    for p in e2e_points:
-        e2e.check_point(p)
-    e2e_loads = [e2e.build_workload(p, e2e.copies_needed(p, llc)) for p in e2e_points]
-    if env["device"] == "cpu":
-        ms = time_cpu([w for w, _ in op_loads] + e2e_loads, config)
-        op_ms, e2e_ms = ms[: len(op_loads)], ms[len(op_loads) :]
-    else:
-        op_ms = [
-            sweep.time_gpu_point(w, s, config)
-            for (w, _), (_, s) in zip(op_loads, op_points, strict=True)
-        ]
-        e2e_ms = e2e.time_gpu_models(e2e_loads, e2e_points, config)
-    rows = [
-        sweep.lut_row(spec, setting, env, copies, m, "ok")
-        for (spec, setting), (_, copies), m in zip(op_points, op_loads, op_ms, strict=True)
-    ]
-    return rows, e2e_ms
+    """Time operator rows and whole models as one group of the measurement path -> (LUT rows,
+    whole-model measurements).  On a CPU they share interleaved rounds; on a GPU each is timed on
+    its own, in order."""
+    op_targets = [OperatorTarget(spec, setting) for spec, setting in op_points]
+    results = measure([*op_targets, *model_targets], env["llc_bytes"], config)
+    rows = [lut_row(r, env) for r in results[: len(op_targets)]]
+    return rows, model_measurements(results[len(op_targets) :])
 
 
 def estimates_from_rows(
@@ -67,21 +45,8 @@ def estimates_from_rows(
     contexts: Sequence[int],
     estimator_kwargs: dict[str, Any],
 ) -> dict[int, float]:
-    """Step latency of `model` at each context, summed by the estimator from `rows` alone."""
-    from latprof.estimate import Estimator
-
-    with tempfile.TemporaryDirectory(prefix="latprof-control-") as tmp:
-        path = Path(tmp) / "control.csv"
-        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        lut.record_run(
-            path,
-            {
-                "started_at": now,
-                "device_name": env["device_name"],
-                "device": env["device"],
-                "bandwidth_gbps": env["bandwidth_gbps"],
-            },
-        )
-        lut.append_rows(path, rows)
-        est = Estimator(path, **estimator_kwargs)
-        return {c: est.step_latency_us(model, batch, c) for c in contexts}
+    """Step latency of `model` at each context, summed by the estimator from `rows` alone (a LUT
+    held in memory)."""
+    provenance = {"device_name": env["device_name"], "bandwidth_gbps": env["bandwidth_gbps"]}
+    est = Estimator(LUT.from_rows(rows, provenance, "<same-session rows>"), **estimator_kwargs)
+    return {c: est.step_latency_us(model, batch, c) for c in contexts}

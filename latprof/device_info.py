@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import time
 from functools import cache
 from pathlib import Path
 
 import torch
 
-from latprof.errors import InputError
-
-# Peak DRAM bandwidth from vendor data sheets, GB/s; matched by exact marketing name fragments.
-# The roofline uses the data-sheet peak where known, a measured copy bandwidth otherwise.
+# Peak DRAM bandwidth from vendor data sheets, GB/s, by marketing name fragment; a fragment matches
+# as whole words of the device name (`gpu_peak_bandwidth_gbps`): "L4" is not an L40S, "H200" not a
+# GH200.  The roofline uses the data-sheet peak where known, a measured copy bandwidth otherwise.
 GPU_PEAK_BANDWIDTH_GBPS = {
     "H200": 4800.0,
     "H100 80GB HBM3": 3350.0,  # SXM
@@ -31,27 +31,6 @@ GPU_PEAK_BANDWIDTH_GBPS = {
     "RTX 4090": 1008.0,
     "A10G": 600.0,
 }
-
-
-def resolve_device(choice: str) -> str:
-    """'auto' -> 'cuda' when a CUDA device is usable, else 'cpu'; 'cuda' without one is an error."""
-    choice = choice.lower()
-    if choice == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise InputError(
-            "--device cuda was asked for, but torch sees no CUDA device "
-            f"(torch {torch.__version__}, built with CUDA {torch.version.cuda}); "
-            "use --device cpu or auto"
-        )
-    if choice not in ("cpu", "cuda"):
-        raise InputError(f"unknown device {choice!r}; valid: auto, cpu, cuda")
-    return choice
-
-
-def default_dtype(device: str) -> str:
-    """bf16 on GPUs; float32 on CPUs, where bf16 matmuls are often emulated and ~10x slower."""
-    return "bfloat16" if device == "cuda" else "float32"
 
 
 @cache
@@ -124,14 +103,22 @@ def _nvidia_driver_version() -> str | None:
         return None
 
 
+def gpu_peak_bandwidth_gbps(name: str) -> tuple[str, float] | None:
+    """(fragment, GB/s) of the data-sheet entry whose fragment appears in `name` as whole words
+    (longest fragment first); None for a GPU not in the table."""
+    for fragment in sorted(GPU_PEAK_BANDWIDTH_GBPS, key=len, reverse=True):
+        if re.search(rf"(?<![A-Za-z0-9]){re.escape(fragment)}(?![A-Za-z0-9])", name):
+            return fragment, GPU_PEAK_BANDWIDTH_GBPS[fragment]
+    return None
+
+
 def memory_bandwidth_gbps(device: str) -> tuple[float, str]:
     """(bandwidth, source) for the roofline: the data-sheet peak for known GPUs, else a measured
     device-to-device copy."""
     if device == "cuda":
-        name = device_name(device)
-        for fragment, gbps in GPU_PEAK_BANDWIDTH_GBPS.items():
-            if fragment in name:
-                return gbps, f"data sheet ({fragment})"
+        found = gpu_peak_bandwidth_gbps(device_name(device))
+        if found:
+            return found[1], f"data sheet ({found[0]})"
     return measure_copy_bandwidth_gbps(device), "measured copy (read + write)"
 
 
@@ -166,6 +153,12 @@ def gpu_clocks() -> tuple[float | None, float | None]:
         return float(sm), float(temp)
     except Exception:  # optional telemetry: absent NVML leaves the columns empty
         return None, None
+
+
+def gpu_throttled(before_mhz: float | None, after_mhz: float | None) -> bool:
+    """True where the SM clock, before or after a measurement, sat below 90% of its maximum."""
+    top = gpu_max_sm_clock()
+    return bool(top) and any(c is not None and c < 0.9 * top for c in (before_mhz, after_mhz))
 
 
 def gpu_max_sm_clock() -> float | None:

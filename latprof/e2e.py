@@ -1,5 +1,6 @@
 """Whole models, end to end: embedding, the layer stack, final norm + LM head + argmax, one decode
-step over static caches; and its timing, done exactly as the sweep times one operator.
+step over static caches (`WholeModel`), and `ModelTarget`, the whole model as a target of the
+one measurement path (`latprof.measure`), timed exactly as the sweep times one operator.
 
 `compare` sets these measurements beside the LUT sum.  On a GPU the whole step is one CUDA graph
 per context (the paper wraps the entire model in a graph), with an eager mode beside it; on a CPU it
@@ -10,27 +11,18 @@ both sides of the comparison then time weights streamed from memory, as in any r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from latprof.errors import InputError
-from latprof.model import ModelSpec
-from latprof.ops import State, block_class, build_block, torch_dtype
-from latprof.timing import (
-    Measurement,
-    TimerConfig,
-    Workload,
-    copies_for,
-    time_cpu,
-    time_cuda_eager,
-    time_cuda_graph,
-)
-
-COPY_BUDGET_BYTES = {"cpu": 2 * 1024**3, "cuda": 16 * 1024**3}
-MAX_COPIES = 64
+from latprof.measure import Result, check_runnable
+from latprof.model_spec import ModelSpec
+from latprof.ops import State, build_block, torch_dtype
+from latprof.timing import Measurement
 
 
 class WholeModel(nn.Module):
@@ -61,10 +53,6 @@ class WholeModel(nn.Module):
         self.head = build_block(model.lm_head, seed=seed + 10_000, **kw)
         if model.tied_embeddings:
             self.head.tie_to(self.embedding)
-
-    @property
-    def graph_capturable(self) -> bool:
-        return all(type(b).graph_capturable for b in self.layers)
 
     def allocate_state(self, batch: int, max_context: int) -> list[State]:
         """Caches for `batch` sequences of up to `max_context` tokens, meta tokens added."""
@@ -100,8 +88,10 @@ def fill_caches(model: WholeModel, states: list[State], seed: int = 1234) -> Non
 
 
 @dataclass(frozen=True)
-class E2EPoint:
-    """One end-to-end measurement: a model at a batch and context."""
+class ModelTarget:
+    """A whole model at a batch and context: a target of `latprof.measure`, timed exactly as an
+    operator is (copies beyond twice the last-level cache, the same groups, timers and re-measure
+    policy).  `backends`: (op, backend) pairs; an operator not named runs "torch"."""
 
     model: ModelSpec
     batch: int
@@ -111,119 +101,81 @@ class E2EPoint:
     mode: str
     backends: tuple[tuple[str, str], ...] = ()
 
+    @property
+    def label(self) -> str:
+        return self.model.name
 
-def model_bytes(model: ModelSpec, batch: int, context: int, dtype: str) -> int:
-    return model.weight_bytes(dtype) + model.state_bytes(batch, context + 1, dtype).total
+    def backend_for(self, op: str) -> str:
+        return dict(self.backends).get(op, "torch")
 
+    def bytes_per_copy(self) -> int:
+        state = self.model.state_bytes(self.batch, self.context + 1, self.dtype)
+        return self.model.weight_bytes(self.dtype) + state.total
 
-def copies_needed(point: E2EPoint, llc_bytes: int) -> int:
-    per_copy = model_bytes(point.model, point.batch, point.context, point.dtype)
-    return copies_for(per_copy, llc_bytes, COPY_BUDGET_BYTES[point.device], MAX_COPIES)
+    def check(self) -> None:
+        """Every backend of the model can run here, and in a graph where the mode asks for one."""
+        for op in dict.fromkeys(spec.op for spec in self.model.layers):
+            check_runnable(op, self.backend_for(op), self.device, self.mode, self.model.name)
 
-
-def held_bytes(point: E2EPoint, llc_bytes: int) -> int:
-    """Bytes of all the model copies one point holds while it is timed."""
-    return model_bytes(point.model, point.batch, point.context, point.dtype) * copies_needed(
-        point, llc_bytes
-    )
-
-
-def check_point(point: E2EPoint) -> None:
-    """Every backend of the point can run, and graph mode only where every block allows it."""
-    backends = dict(point.backends)
-    for spec in {*point.model.layers}:
-        cls = block_class(spec.op)
-        backend = backends.get(spec.op, "torch")
-        reason = cls.backend_unavailable(backend, torch.device(point.device))
-        if reason:
-            raise InputError(f"{spec.op}: backend {backend!r} cannot run here: {reason}")
-        if point.mode == "graph" and not cls.graph_capturable:
-            raise InputError(
-                f"{point.model.name}: its {spec.op} layers synchronise with the host and cannot "
-                "be captured in a CUDA graph; compare it with --mode eager"
-            )
-
-
-def build_workload(point: E2EPoint, copies: int, seed: int = 0) -> Workload:
-    """`copies` whole models with caches filled to `context`, one greedy step per call."""
-    steps = []
-    pos = point.context + point.model.meta_tokens
-    for c in range(copies):
+    def build_model(self, seed: int = 0) -> WholeModel:
         model = WholeModel(
-            point.model,
-            backends=dict(point.backends),
-            device=point.device,
-            dtype=torch_dtype(point.dtype),
-            seed=seed + 97 * c,
+            self.model,
+            backends=dict(self.backends),
+            device=self.device,
+            dtype=torch_dtype(self.dtype),
+            seed=seed,
         )
-        model.eval()
-        states = model.allocate_state(point.batch, point.context + 1)
-        fill_caches(model, states, seed=c)
+        return model.eval()
+
+    def build_step(self, copy: int) -> Callable[[], object]:
+        """Copy `copy`: a model with caches filled to `context`, one greedy step per call."""
+        model = self.build_model(seed=97 * copy)
+        states = model.allocate_state(self.batch, self.context + 1)
+        fill_caches(model, states, seed=copy)
         ids = torch.randint(
-            0, point.model.vocab_size, (point.batch,), generator=torch.Generator().manual_seed(c)
-        ).to(point.device)
-        steps.append(_bind(model, ids, states, pos))
-    return Workload(steps)
+            0, self.model.vocab_size, (self.batch,), generator=torch.Generator().manual_seed(copy)
+        ).to(self.device)
+        pos = self.context + self.model.meta_tokens
+        return lambda: model.step(ids, states, pos)
 
 
-def _bind(model, ids, states, pos):
-    return lambda: model.step(ids, states, pos)
-
-
-def measure(points: Sequence[E2EPoint], llc_bytes: int, config: TimerConfig) -> list[Measurement]:
-    """Time each point's whole decode step (CPU: interleaved rounds; CUDA: one graph each)."""
-    for p in points:
-        check_point(p)
-    if not points:
-        return []
-    if points[0].device == "cpu":
-        workloads = [build_workload(p, copies_needed(p, llc_bytes)) for p in points]
-        return time_cpu(workloads, config)
+def model_measurements(results: Sequence[Result]) -> list[Measurement]:
+    """The measurements of whole-model targets; a model that could not be measured ends the
+    comparison (out of memory: a message, exit 2; any other failure: an internal error)."""
     out = []
-    for p in points:  # one at a time: a GPU does not drift, and memory stays bounded
-        out += time_gpu_models([build_workload(p, copies_needed(p, llc_bytes))], [p], config)
-        torch.cuda.empty_cache()
-    return out
-
-
-def time_gpu_models(
-    workloads: Sequence[Workload], points: Sequence[E2EPoint], config: TimerConfig
-) -> list[Measurement]:
-    """Whole-model workloads on a GPU: one CUDA graph each in graph mode, else eager launches."""
-    out = []
-    for workload, p in zip(workloads, points, strict=True):
-        timer = time_cuda_graph if p.mode == "graph" else time_cuda_eager
-        out.append(timer(workload, config))
+    for r in results:
+        if r.status == "oom":
+            raise InputError(
+                f"{r.target.label} does not fit in this device's memory at batch "
+                f"{r.target.batch}, context {r.target.context} ({r.error[:200]}); compare "
+                "smaller models, batches or contexts"
+            )
+        if r.measurement is None:
+            raise RuntimeError(f"{r.target.label}: whole-model measurement failed: {r.error}")
+        out.append(r.measurement)
     return out
 
 
 @torch.inference_mode()
-def generation_wall_s(point: E2EPoint, prompt: int, generate: int) -> float:
+def generation_wall_s(target: ModelTarget, prompt: int, generate: int) -> float:
     """Wall time of `generate` greedy steps after a `prompt`-token (random) cache, one model.
 
     Positions change every step, so a CUDA graph per step would mean re-capture each token: this
     runs the steps eagerly, on any device, and says so (mode is forced to eager by the caller)."""
-    import time
 
-    check_point(point)
-    model = WholeModel(
-        point.model,
-        backends=dict(point.backends),
-        device=point.device,
-        dtype=torch_dtype(point.dtype),
-    )
-    model.eval()
-    states = model.allocate_state(point.batch, prompt + generate)
+    target.check()
+    model = target.build_model()
+    states = model.allocate_state(target.batch, prompt + generate)
     fill_caches(model, states)
-    ids = torch.zeros(point.batch, dtype=torch.long, device=point.device)
-    start = prompt + point.model.meta_tokens
+    ids = torch.zeros(target.batch, dtype=torch.long, device=target.device)
+    start = prompt + target.model.meta_tokens
     for pos in range(start, start + 2):  # warm-up (lazy initialisation, allocator)
         model.step(ids, states, pos)
-    if point.device == "cuda":
+    if target.device == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     for pos in range(start, start + generate):
         ids = model.step(ids, states, pos)
-    if point.device == "cuda":
+    if target.device == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - t0

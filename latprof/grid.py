@@ -22,6 +22,7 @@ op_specs: ["ffn(width=2048,ffn_dim=6144,activation=swiglu)"]   # exact specs, at
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,27 +31,26 @@ import yaml
 
 from latprof.errors import InputError
 from latprof.lut import ANY_CONTEXT, Setting
-from latprof.specs import OPERATOR_NAMES, OpSpec, build_spec, canonical_dtype, spec_from_key
+from latprof.model_spec import ModelSpec
+from latprof.registry import OPERATOR_NAMES, build_spec, operator, spec_from_key
+from latprof.settings import BackendRequest, Settings, resolve_mode
+from latprof.specs import OpSpec
 
 PHASES = ("decode", "prefill")
 #: what a spec file may override per operator
 OP_KEYS = ("widths", "backends", "params", "mode")
-#: backends whose kernels are Triton: on a CPU they would run in Triton's interpreter, an emulator
-TRITON_BACKENDS = frozenset({"triton", "fla", "mamba_ssm"})
+
+Point = tuple[OpSpec, Setting]
 
 
 @dataclass(frozen=True)
 class GridRequest:
-    """Everything a sweep was asked to measure, before expansion into points."""
+    """Everything a sweep was asked to measure, before expansion into points.  `settings` are
+    resolved for measuring (`Settings.resolve(measure=True)`): device, dtype and mode are set."""
 
     ops: tuple[str, ...]
     widths: tuple[int, ...]
-    batch: tuple[int, ...]
-    context: tuple[int, ...]
-    dtype: str
-    device: str
-    mode: str
-    backends: tuple[str, ...] = ("torch",)
+    settings: Settings
     phases: tuple[str, ...] = ("decode",)
     op_overrides: tuple[tuple[str, dict[str, Any]], ...] = ()
     op_specs: tuple[str, ...] = ()
@@ -66,32 +66,18 @@ def _as_tuple(value: Any, name: str, kind: type) -> tuple:
     return tuple(items)
 
 
-def parse_backends(items: tuple[str, ...] | list[str]) -> tuple[list[str], dict[str, list[str]]]:
-    """`torch,attention=sdpa` -> (['torch'], {'attention': ['sdpa']})."""
-    general: list[str] = []
-    per_op: dict[str, list[str]] = {}
-    for item in items:
-        if "=" in item:
-            op, name = (s.strip() for s in item.split("=", 1))
-            if op not in OPERATOR_NAMES:
-                raise InputError(
-                    f"--backend {item}: unknown operator {op!r}; valid: {', '.join(OPERATOR_NAMES)}"
-                )
-            per_op.setdefault(op, []).append(name)
-        else:
-            general.append(item.strip())
-    return general, per_op
-
-
-def backends_for(op: str, request: GridRequest, supported: tuple[str, ...]) -> list[str]:
-    """The backends `op` is measured with; an op none of whose backends was asked for is an error,
-    and so is a backend that no requested op supports (checked by the caller)."""
-    general, per_op = parse_backends(request.backends)
+def backends_for(op: str, request: GridRequest) -> list[str]:
+    """The backends `op` is measured with (from the registry's list for `op`); an op none of
+    whose asked-for backends it supports is an error, and so is a Triton backend on a CPU."""
+    entry = operator(op)
+    supported = entry.backend_names
+    asked = request.settings.backends
+    general, per_op = list(asked.general or ("torch",)), asked.per_op_dict
     overrides = dict(request.op_overrides).get(op, {})
     if "backends" in overrides:
         chosen = list(_as_tuple(overrides["backends"], f"ops.{op}.backends", str))
     elif op in per_op:
-        chosen = per_op[op]
+        chosen = list(per_op[op])
     else:
         chosen = [b for b in general if b in supported]
     unknown = [b for b in chosen if b not in supported]
@@ -101,8 +87,8 @@ def backends_for(op: str, request: GridRequest, supported: tuple[str, ...]) -> l
             f"{op} has no backend among those asked for ({asked}); {op} supports: "
             f"{', '.join(supported)}. Add e.g. --backend {op}={supported[0]}"
         )
-    if request.device == "cpu":
-        emulated = [b for b in chosen if b in TRITON_BACKENDS]
+    if request.settings.device == "cpu":
+        emulated = [b for b in chosen if entry.backend(b).triton]
         if emulated:
             raise InputError(
                 f"{op}: backend {emulated[0]!r} runs Triton kernels, which on a CPU execute only "
@@ -118,13 +104,41 @@ def _param_product(params: dict[str, Any]) -> list[dict[str, Any]]:
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values)]
 
 
-def expand(request: GridRequest, supported_backends) -> list[tuple[OpSpec, Setting]]:
-    """All (spec, setting) points of a request, deduplicated, in a stable order.
+def points_for(
+    spec: OpSpec,
+    *,
+    phase: str,
+    batches: Iterable[int],
+    contexts: Iterable[int],
+    dtype: str,
+    device: str,
+    backend: str,
+    mode: str,
+) -> list[Point]:
+    """The grid points of one spec: every (batch, context), with the context rule every caller
+    shares: a decode step of a context-independent operator is measured once, at `ANY_CONTEXT`;
+    a context-dependent one at least at context 1.  Prefill only for operators on hidden states."""
+    if phase == "prefill" and spec.input_kind != "hidden":
+        return []
+    if phase == "decode" and not spec.context_dependent:
+        contexts = (ANY_CONTEXT,)
+    elif spec.context_dependent:
+        contexts = tuple(dict.fromkeys(max(c, 1) for c in contexts))
+    return [
+        (spec, Setting(phase, batch, context, dtype, device, backend, mode))
+        for batch, context in itertools.product(batches, contexts)
+    ]
 
-    `supported_backends(op)` gives the backends an op's block implements (from the ops registry;
-    passed in so this module stays torch-free)."""
-    points: dict[tuple, tuple[OpSpec, Setting]] = {}
+
+def dedupe(points: Iterable[Point]) -> list[Point]:
+    """Points in first-seen order, each (spec, setting) once."""
+    return list({(spec.key, s): (spec, s) for spec, s in points}.values())
+
+
+def expand(request: GridRequest) -> list[Point]:
+    """All (spec, setting) points of a request, deduplicated, in a stable order."""
     overrides = dict(request.op_overrides)
+    settings = request.settings
     specs: list[OpSpec] = []
     for op in request.ops:
         over = overrides.get(op, {})
@@ -133,22 +147,54 @@ def expand(request: GridRequest, supported_backends) -> list[tuple[OpSpec, Setti
             for params in _param_product(dict(over.get("params") or {})):
                 specs.append(build_spec(op, width, **params))
     specs += [spec_from_key(key) for key in request.op_specs]
+    points: list[Point] = []
     for spec in specs:
         over = overrides.get(spec.op, {})
-        mode = resolve_mode(over["mode"], request.device) if "mode" in over else request.mode
-        for backend in backends_for(spec.op, request, supported_backends(spec.op)):
+        mode = resolve_mode(over["mode"], settings.device) if "mode" in over else settings.mode
+        for backend in backends_for(spec.op, request):
             for phase in request.phases:
-                contexts = request.context
-                if phase == "decode" and not spec.context_dependent:
-                    contexts = (ANY_CONTEXT,)
-                if phase == "prefill" and spec.input_kind != "hidden":
-                    continue
-                for batch, context in itertools.product(request.batch, contexts):
-                    setting = Setting(
-                        phase, batch, context, request.dtype, request.device, backend, mode
-                    )
-                    points.setdefault((spec.key, setting), (spec, setting))
-    return list(points.values())
+                points += points_for(
+                    spec,
+                    phase=phase,
+                    batches=settings.batch,
+                    contexts=settings.context,
+                    dtype=settings.dtype,
+                    device=settings.device,
+                    backend=backend,
+                    mode=mode,
+                )
+    return dedupe(points)
+
+
+def model_points(
+    models: Iterable[ModelSpec],
+    *,
+    batches: Iterable[int],
+    contexts: Iterable[int],
+    dtype: str,
+    device: str,
+    mode: str,
+    backends: BackendRequest,
+) -> list[Point]:
+    """The decode rows whose sum is each model's estimate at these contexts, exactly (no
+    interpolation): every layer spec, the embedding and the LM head; attention at the context
+    plus the model's meta tokens.  One backend per operator (`backends.single()`, default torch)."""
+    default, per_op = backends.single()
+    batches, contexts = tuple(batches), tuple(contexts)
+    points: list[Point] = []
+    for model in models:
+        for spec in (*model.layers, model.embedding, model.lm_head):
+            points += points_for(
+                spec,
+                phase="decode",
+                batches=batches,
+                contexts=[c + model.meta_tokens for c in contexts],
+                dtype=dtype,
+                device=device,
+                backend=per_op.get(spec.op, default or "torch"),
+                mode=mode,
+            )
+    return dedupe(points)
 
 
 def load_spec_file(path: str | Path) -> dict[str, Any]:
@@ -188,6 +234,8 @@ def load_spec_file(path: str | Path) -> dict[str, Any]:
 def request_from_file(
     data: dict[str, Any], *, device: str, dtype: str | None, mode: str | None, path: str
 ) -> GridRequest:
+    """The request a spec file makes on `device` (resolved: cpu or cuda); `dtype` and `mode`
+    from the command line win over the file's."""
     ops_field = data.get("ops") or {}
     if isinstance(ops_field, list):
         ops_field = {op: {} for op in ops_field}
@@ -210,32 +258,19 @@ def request_from_file(
     for phase in phases:
         if phase not in PHASES:
             raise InputError(f"{path}: unknown phase {phase!r}; valid: {', '.join(PHASES)}")
+    settings = Settings.for_device(
+        device,
+        dtype=dtype or data.get("dtype"),
+        mode=mode or data.get("mode"),
+        batch=_as_tuple(data.get("batch"), "batch", int) or (1,),
+        context=_as_tuple(data.get("context"), "context", int) or (1024,),
+        backend=_as_tuple(data.get("backends"), "backends", str) or ("torch",),
+    )
     return GridRequest(
         ops=tuple(ops_field),
         widths=_as_tuple(data.get("widths"), "widths", int) or (1024,),
-        batch=_as_tuple(data.get("batch"), "batch", int) or (1,),
-        context=_as_tuple(data.get("context"), "context", int) or (1024,),
-        dtype=canonical_dtype(dtype or data.get("dtype") or default_dtype_name(device)),
-        device=device,
-        mode=resolve_mode(mode or data.get("mode"), device),
-        backends=_as_tuple(data.get("backends"), "backends", str) or ("torch",),
+        settings=settings,
         phases=phases,
         op_overrides=tuple((op, dict(over or {})) for op, over in ops_field.items()),
         op_specs=_as_tuple(data.get("op_specs"), "op_specs", str),
     )
-
-
-def default_dtype_name(device: str) -> str:
-    return "bfloat16" if device == "cuda" else "float32"
-
-
-def resolve_mode(mode: str | None, device: str) -> str:
-    if mode is None:
-        return "graph" if device == "cuda" else "eager"
-    if mode not in ("graph", "eager"):
-        raise InputError(f"unknown mode {mode!r}; valid: graph, eager")
-    if device == "cpu" and mode == "graph":
-        raise InputError(
-            "--mode graph needs CUDA graphs, which exist only on cuda; use eager on cpu"
-        )
-    return mode

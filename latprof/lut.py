@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from latprof.errors import InputError
-from latprof.specs import PARAM_COLUMNS, OpSpec
 
 #: columns naming what was measured; together they identify a row (see `row_key`)
+from latprof.registry import PARAM_COLUMNS
+from latprof.specs import OpSpec
+
 SETTING_COLUMNS = ("phase", "batch", "context", "dtype", "device", "backend", "mode")
 #: columns holding what was measured and how
 MEASURE_COLUMNS = (
@@ -304,8 +306,16 @@ class LUT:
         index = {key_of_row(r): r for r in rows}  # a later row (re-measurement) wins
         return cls(path, rows, read_provenance(path), index)
 
+    @classmethod
+    def from_rows(
+        cls,
+        rows: Iterable[dict[str, Any]],
+        provenance: dict[str, Any] | None = None,
+        path: str | Path = "<rows in memory>",
+    ) -> LUT:
+        """A LUT of rows held in memory (as `latprof.sweep.lut_row` makes them), no file."""
+        rows = list(rows)
+        return cls(Path(path), rows, dict(provenance or {}), {key_of_row(r): r for r in rows})
+
     def get(self, spec_key: str, setting: Setting) -> dict[str, Any] | None:
         return self.index.get(row_key(spec_key, setting))
-
-    def values(self, column: str) -> list[Any]:
-        return sorted({r[column] for r in self.rows if r.get(column) is not None})

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from latprof.errors import InputError
-from latprof.model import ModelSpec
+from latprof.model_spec import ModelSpec
 from latprof.specs import canonical_dtype
 
 GB = 10**9

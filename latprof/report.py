@@ -60,15 +60,6 @@ def fmt_us(value: float | None) -> str:
     return f"{value:,.1f} µs"
 
 
-def fmt_bytes(n: int | float | None) -> str:
-    if n is None:
-        return "-"
-    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if abs(n) >= scale:
-            return f"{n / scale:,.2f} {unit}"
-    return f"{int(n)} B"
-
-
 def sweep_summary_table(summary: Any) -> None:
     table = Table(title=f"sweep -> {summary.lut_path}", show_header=False)
     for key, value in summary.as_dict().items():

@@ -6,12 +6,17 @@ weights in cache, as inside a whole model.
 
 - CPU (`time_cpu`): warm-up, then interleaved rounds over all workloads of a group (a drifting
   machine spreads over every row instead of biasing some), each sample `perf_counter_ns` over
-  enough steps to last `min_sample_s`; median / p10 / p90 / coefficient of variation; noisy rows
-  (cv above threshold) re-measured and flagged.
+  enough steps to last `min_sample_s`; median / p10 / p90 / coefficient of variation.
 - CUDA graph (`time_cuda_graph`): static buffers, warm-up on a side stream (Triton compiles and
   autotunes there), one graph holding K consecutive steps, replayed R times between CUDA events;
   per-step time = replay time / K.
 - CUDA eager (`time_cuda_eager`): the same K steps launched one by one, timed with CUDA events.
+
+One re-measure policy for every device and target (`keep_steadier`, `flag_if_noisy`): a sample
+set whose coefficient of variation exceeds `cv_threshold` is measured again, up to
+`max_remeasure` times; the steadier set is kept and flagged `remeasured`, and `noisy` if it is
+still above the threshold.  On a CPU the noisy members of a group are re-measured together, in
+rounds of their own (`time_cpu`); on a GPU one target at a time (`remeasured_if_noisy`).
 """
 
 from __future__ import annotations
@@ -85,6 +90,32 @@ class Workload:
         self._next = (self._next + 1) % len(self._steps)
 
 
+# ---- the re-measure policy --------------------------------------------------------------------
+def keep_steadier(first: Measurement, again: Measurement) -> Measurement:
+    """Of a measurement and its re-measurement, the one with the lower cv, flagged remeasured."""
+    best = again if again.cv < first.cv else first
+    if "remeasured" not in best.flags:
+        best.flags.append("remeasured")
+    return best
+
+
+def flag_if_noisy(m: Measurement, config: TimerConfig) -> Measurement:
+    if m.cv > config.cv_threshold and "noisy" not in m.flags:
+        m.flags.append("noisy")
+    return m
+
+
+def remeasured_if_noisy(measure_once: Callable[[], Measurement], config: TimerConfig):
+    """Measure once, then again while the cv exceeds the threshold (at most `max_remeasure`
+    times), keeping the steadier; flag what stays noisy."""
+    m = measure_once()
+    for _ in range(config.max_remeasure):
+        if m.cv <= config.cv_threshold:
+            break
+        m = keep_steadier(m, measure_once())
+    return flag_if_noisy(m, config)
+
+
 def copies_for(bytes_per_copy: int, llc_bytes: int, budget_bytes: int, max_copies: int) -> int:
     """Copies to rotate so their bytes exceed twice the last-level cache, within a memory budget
     and a count limit (always at least one)."""
@@ -151,18 +182,8 @@ def time_cpu(workloads: Sequence[Workload], config: TimerConfig) -> list[Measure
             break
         again = _rounds([workloads[i] for i in noisy], [steps[i] for i in noisy], config.samples)
         for i, s in zip(noisy, again, strict=True):
-            fresh = Measurement(s, steps[i], flags=["remeasured"])
-            result[i] = fresh if fresh.cv < result[i].cv else _flagged(result[i], "remeasured")
-    for m in result:
-        if m.cv > config.cv_threshold:
-            m.flags.append("noisy")
-    return result
-
-
-def _flagged(m: Measurement, flag: str) -> Measurement:
-    if flag not in m.flags:
-        m.flags.append(flag)
-    return m
+            result[i] = keep_steadier(result[i], Measurement(s, steps[i]))
+    return [flag_if_noisy(m, config) for m in result]
 
 
 # ---- CUDA -----------------------------------------------------------------------------------

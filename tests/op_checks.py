@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from latprof.errors import BackendUnavailable, InputError
-from latprof.ops import State, mamba_ssm_compat
+from latprof.ops import State, backend_unavailable, mamba_ssm_compat
 
 #: Triton kernels against their PyTorch references (tests/test_kernels_*.py)
 KERNEL_TOL = {
@@ -116,7 +116,7 @@ def check_fla_refused_without_interpreter(cls, spec, monkeypatch) -> None:
 
 
 def fla_block_or_skip(cls, spec, device, seed: int):
-    reason = cls.backend_unavailable("fla", torch.device(device))
+    reason = backend_unavailable(spec.op, "fla", device)
     if reason:
         pytest.skip(f"fla backend cannot run here: {reason}")
     return cls(spec, backend="fla", device=device, seed=seed)

@@ -13,6 +13,7 @@ import latprof.cli.estimate  # noqa: F401  (registers the command)
 from latprof.cli import _register, app
 from latprof.lut import append_rows
 from latprof.model import load_model
+from latprof.settings import Settings
 
 _register()  # the other commands: a one-command typer app would drop the command name
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,7 +122,15 @@ def test_memory_only_device_memory_adds_max_batch():
 def test_memory_only_table():
     result = run(FIXTURES / "mamba2-130m-hf.json", "--memory-only", "--context", "8k")
     assert result.exit_code == 0, result.output
-    assert "recurrent state" in result.stdout and "bfloat16" in result.stdout
+    assert "recurrent state" in result.stdout
+    # without --dtype: the default of the device `--device auto` resolves to, as every command
+    auto = Settings.resolve(device="auto").dtype
+    assert auto in result.stdout
+    for device, dtype in (("cpu", "float32"), ("cuda", "bfloat16")):
+        args = ("--memory-only", "--context", "8k", "--device", device)
+        result = run(FIXTURES / "mamba2-130m-hf.json", *args)
+        assert result.exit_code == 0, result.output
+        assert f"Memory: {dtype}" in result.stdout, (device, result.stdout)
 
 
 # ---- estimates -----------------------------------------------------------------------------------

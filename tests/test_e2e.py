@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from latprof import e2e
+from latprof.measure import measure
 from latprof.model import ModelSpec
-from latprof.specs import build_spec
+from latprof.registry import build_spec
 from latprof.timing import TimerConfig
 
 WIDTH = 128
@@ -71,22 +72,22 @@ def test_cpu_measurement_gives_positive_stable_statistics():
             build_spec("ffn", WIDTH),
         ),
     )
-    points = [e2e.E2EPoint(model, 1, c, "float32", "cpu", "eager") for c in (16, 64)]
-    ms = e2e.measure(points, llc_bytes=1024**2, config=config)
+    targets = [e2e.ModelTarget(model, 1, c, "float32", "cpu", "eager") for c in (16, 64)]
+    ms = e2e.model_measurements(measure(targets, llc_bytes=1024**2, config=config))
     assert len(ms) == 2 and all(m.median_us > 0 and len(m.samples_us) == 5 for m in ms)
 
 
 def test_graph_mode_refuses_host_synchronising_blocks():
     from latprof.errors import InputError
 
-    point = e2e.E2EPoint(_hybrid(), 1, 16, "bfloat16", "cuda", "graph")
-    with pytest.raises(InputError):
-        e2e.check_point(point)
+    target = e2e.ModelTarget(_hybrid(), 1, 16, "bfloat16", "cuda", "graph")
+    with pytest.raises(InputError, match="cannot be captured in a CUDA graph"):
+        target.check()
 
 
 def test_generation_wall_time_runs_every_step():
-    point = e2e.E2EPoint(_hybrid(meta_tokens=3), 1, 0, "float32", "cpu", "eager")
-    wall = e2e.generation_wall_s(point, prompt=4, generate=6)
+    target = e2e.ModelTarget(_hybrid(meta_tokens=3), 1, 0, "float32", "cpu", "eager")
+    wall = e2e.generation_wall_s(target, prompt=4, generate=6)
     assert wall > 0
 
 

@@ -25,12 +25,12 @@ from latprof.estimate import (
     EstimateRequest,
     Estimator,
     MissingSpecs,
-    parse_backends,
     run_estimate,
 )
 from latprof.lut import ANY_CONTEXT, LUT, append_rows
 from latprof.model import ModelSpec
-from latprof.specs import build_spec
+from latprof.registry import build_spec
+from latprof.settings import BackendRequest, Settings
 
 
 def brute_force_decode_us(model: ModelSpec, lut: LUT, batch: int, prompt: int, generate: int):
@@ -326,7 +326,7 @@ def test_not_a_lut_and_empty_lut(tmp_path):
     ],
 )
 def test_parse_backends(text, expected):
-    assert parse_backends(text) == expected
+    assert BackendRequest.parse(text).single() == expected
 
 
 @pytest.mark.parametrize(
@@ -335,7 +335,7 @@ def test_parse_backends(text, expected):
 )
 def test_parse_backends_errors(text, message):
     with pytest.raises(InputError, match=message):
-        parse_backends(text)
+        BackendRequest.parse(text).single()
 
 
 # ---- prefill and throughput ----------------------------------------------------------------------
@@ -392,7 +392,7 @@ def test_run_estimate_with_device_memory(tmp_path, model, lut_path):
     request = EstimateRequest(
         yaml_for(tmp_path),
         lut_path,
-        batch=1,
+        settings=Settings.resolve(batch=1, measure=False),
         prompt=1000,
         generate=100,
         device_memory_gb=0.1,
@@ -408,9 +408,8 @@ def test_run_estimate_with_device_memory(tmp_path, model, lut_path):
 
 
 def test_run_estimate_measure_missing_calls_sweep(tmp_path, model, monkeypatch):
-    """--measure-missing hands the missing points to latprof.sweep.measure_points (replaced here
-    by a fake that appends synthetic rows) and estimates again."""
-    import types
+    """--measure-missing hands the missing points to the `measure` function it is given (the CLI
+    gives latprof.sweep.run_sweep; here a fake that appends synthetic rows) and estimates again."""
 
     path = tmp_path / "lut.csv"
     append_rows(path, synthetic_rows([s for s in model_specs(model) if s.op != "mamba2"]))
@@ -426,29 +425,29 @@ def test_run_estimate_measure_missing_calls_sweep(tmp_path, model, monkeypatch):
                 for r in synthetic_rows([spec], batches=(setting.batch,))
             ],
         )
-        return types.SimpleNamespace(as_dict=lambda: {"measured": len(points)})
+        return {"measured": len(points)}
 
-    monkeypatch.setitem(
-        sys.modules, "latprof.sweep", types.SimpleNamespace(measure_points=measure_points)
-    )
     request = EstimateRequest(yaml_for(tmp_path), path, prompt=1000, generate=10)
     with pytest.raises(MissingSpecs):
-        run_estimate(request)
+        run_estimate(request, measure=measure_points)
+    assert calls == []  # without --measure-missing, nothing is measured
     with pytest.raises(InputError, match="backend is unknown.*--backend mamba2=NAME"):
         run_estimate(
             EstimateRequest(
                 yaml_for(tmp_path), path, prompt=1000, generate=10, measure_missing=True
-            )
+            ),
+            measure=measure_points,
         )
     report = run_estimate(
         EstimateRequest(
             yaml_for(tmp_path),
             path,
+            settings=Settings.resolve(backend="mamba2=torch", measure=False),
             prompt=1000,
             generate=10,
             measure_missing=True,
-            backend="mamba2=torch",
-        )
+        ),
+        measure=measure_points,
     )
     assert len(calls) == 1 and [p[0].op for p in calls[0]] == ["mamba2"]
     assert calls[0][0][1].context == ANY_CONTEXT

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from latprof.lut import ANY_CONTEXT, Setting, append_rows, spec_columns
 from latprof.model import ModelSpec
-from latprof.specs import OpSpec, build_spec
+from latprof.registry import build_spec
+from latprof.specs import OpSpec
 
 CONTEXTS = (128, 1024, 4096, 16384)
 BANDWIDTH_GBPS = 100.0

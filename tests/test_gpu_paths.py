@@ -1,7 +1,7 @@
 """The CUDA paths, on a GPU only (every test is marked `gpu`; conftest skips them elsewhere).
 
 - every operator's decode step captured in a CUDA graph through the sweep's own machinery
-  (`sweep.build_workload` + `timing.time_cuda_graph`), for every backend available here, and timed
+  (`measure.build_workload` + `timing.time_cuda_graph`), for every backend available here, and timed
   eagerly (`timing.time_cuda_eager`); graph replay computes what an eager step computes;
 - every fast backend's decode step equals the PyTorch reference's from a mid-sequence state;
 - whole models timed end to end in graph and eager mode; greedy steps equal the prefill forward;
@@ -19,12 +19,14 @@ import pytest
 import torch
 from op_checks import clone_state
 
-from latprof import device_info, e2e, lut, sweep
+from latprof import device_info, e2e, lut
 from latprof.errors import InputError
 from latprof.lut import ANY_CONTEXT, Setting
+from latprof.measure import OperatorTarget, build_workload, copies_needed, measure
 from latprof.model import ModelSpec
-from latprof.ops import State, block_class, build_block
-from latprof.specs import OPERATOR_NAMES, OpSpec, build_spec
+from latprof.ops import State, backend_unavailable, build_block
+from latprof.registry import OPERATOR_NAMES, build_spec, operator
+from latprof.specs import OpSpec
 from latprof.timing import Measurement, TimerConfig, time_cuda_eager, time_cuda_graph
 
 pytestmark = pytest.mark.gpu
@@ -37,8 +39,9 @@ ATTENTION_CONTEXT = 1024
 #: state entries that are tables or bookkeeping, not computed state
 NOT_STATE = ("cos", "sin", "cos_lowp", "sin_lowp", "seqlens")
 
-GRAPH_OPS = [op for op in OPERATOR_NAMES if block_class(op).graph_capturable]
-OP_BACKENDS = [(op, b) for op in GRAPH_OPS for b in block_class(op).backends]
+OP_BACKENDS = [
+    (op, b.name) for op in OPERATOR_NAMES for b in operator(op).backends if b.graph_capturable
+]
 FAST_BACKENDS = [(op, b) for op, b in OP_BACKENDS if b != "torch"]
 
 
@@ -51,7 +54,7 @@ def cuda_memory():
 
 def require(op: str, backend: str) -> None:
     """Skip (with the block's own reason) when `backend` of `op` cannot run on this machine."""
-    reason = block_class(op).backend_unavailable(backend, torch.device("cuda"))
+    reason = backend_unavailable(op, backend, "cuda")
     if reason:
         pytest.skip(f"{op}/{backend}: {reason}")
 
@@ -83,8 +86,9 @@ def test_graph_timing_of_every_operator_and_backend(op, backend, width, batch):
     require(op, backend)
     spec = build_spec(op, width)
     setting = decode_setting(spec, batch, backend, "graph", ATTENTION_CONTEXT)
-    sweep.check_backends([(spec, setting)])
-    workload = sweep.build_workload(spec, setting, COPIES)
+    target = OperatorTarget(spec, setting)
+    target.check()
+    workload = build_workload(target, COPIES)
     m = time_cuda_graph(workload, CONFIG)
     assert_sane(m, whole_rotations(COPIES))
     assert m.steps_per_sample % COPIES == 0
@@ -95,15 +99,16 @@ def test_graph_timing_of_every_operator_and_backend(op, backend, width, batch):
 def test_eager_timing_of_every_operator(op, batch):
     spec = build_spec(op, 256)
     setting = decode_setting(spec, batch, "torch", "eager", ATTENTION_CONTEXT)
-    sweep.check_backends([(spec, setting)])  # eager mode accepts every block, moe included
-    m = time_cuda_eager(sweep.build_workload(spec, setting, COPIES), CONFIG)
+    target = OperatorTarget(spec, setting)
+    target.check()  # eager mode accepts every block, moe included
+    m = time_cuda_eager(build_workload(target, COPIES), CONFIG)
     assert_sane(m, whole_rotations(COPIES))
 
 
 def test_moe_is_refused_in_graph_mode():
     spec = build_spec("moe", 256)
     with pytest.raises(InputError, match="--mode eager"):
-        sweep.check_backends([(spec, decode_setting(spec, 1, "torch", "graph", 0))])
+        OperatorTarget(spec, decode_setting(spec, 1, "torch", "graph", 0)).check()
 
 
 def test_a_graph_captured_at_a_longer_context_does_more_work():
@@ -114,7 +119,8 @@ def test_a_graph_captured_at_a_longer_context_does_more_work():
     medians = {}
     for context in (128, 32768):
         setting = decode_setting(spec, 8, "torch", "graph", context)
-        medians[context] = time_cuda_graph(sweep.build_workload(spec, setting, 1), CONFIG).median_us
+        workload = build_workload(OperatorTarget(spec, setting), 1)
+        medians[context] = time_cuda_graph(workload, CONFIG).median_us
         torch.cuda.empty_cache()
     print(f"attention w256 b8 graph: {medians}")
     assert medians[32768] > 1.3 * medians[128], medians
@@ -258,9 +264,11 @@ def test_whole_model_graph_beats_eager(backends):
         require(op, backend)
     model = hybrid()
     llc = device_info.last_level_cache_bytes("cuda")
-    points = [e2e.E2EPoint(model, 1, 512, DTYPE, "cuda", m, backends) for m in ("graph", "eager")]
-    graph, eager = e2e.measure(points, llc, CONFIG)
-    copies = e2e.copies_needed(points[0], llc)
+    targets = [
+        e2e.ModelTarget(model, 1, 512, DTYPE, "cuda", m, backends) for m in ("graph", "eager")
+    ]
+    graph, eager = e2e.model_measurements(measure(targets, llc, CONFIG))
+    copies = copies_needed(targets[0], llc)
     for m in (graph, eager):
         assert_sane(m, whole_rotations(copies))
     ratio = eager.median_us / graph.median_us
@@ -272,9 +280,9 @@ def test_whole_model_graph_beats_eager(backends):
 
 
 def test_whole_model_with_moe_is_refused_in_graph_mode():
-    point = e2e.E2EPoint(hybrid(moe=True), 1, 64, DTYPE, "cuda", "graph")
-    with pytest.raises(InputError):
-        e2e.measure([point], device_info.last_level_cache_bytes("cuda"), CONFIG)
+    target = e2e.ModelTarget(hybrid(moe=True), 1, 64, DTYPE, "cuda", "graph")
+    with pytest.raises(InputError, match="--mode eager"):
+        measure([target], device_info.last_level_cache_bytes("cuda"), CONFIG)
 
 
 @pytest.mark.parametrize("steps", [1, 7, 20])

@@ -7,7 +7,7 @@ import pytest
 from latprof import lut
 from latprof.errors import InputError
 from latprof.lut import LUT, Setting
-from latprof.specs import build_spec
+from latprof.registry import build_spec
 
 
 def _row(width: int, latency: float, context: int = 0) -> dict:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import latprof.specs
+import latprof.registry
 from latprof.config_hf import LOADERS, load_hf_config, model_from_hf
 from latprof.errors import InputError
 from latprof.memory import max_batch, memory_report
@@ -176,7 +176,7 @@ def test_jamba_layer_periods():
 
 
 def test_moe_without_moe_family_is_a_clear_error(monkeypatch):
-    monkeypatch.delitem(latprof.specs.SPECS, "moe", raising=False)
+    monkeypatch.delitem(latprof.registry.OPERATORS, "moe", raising=False)
     with pytest.raises(InputError, match="no 'moe' operator family"):
         load("mixtral-8x7b.json")
 

@@ -9,7 +9,7 @@ import pytest
 from latprof.config_yaml import load_yaml_model, parse_pattern
 from latprof.errors import InputError
 from latprof.model import ModelSpec, load_model
-from latprof.specs import build_spec
+from latprof.registry import build_spec
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 

@@ -11,7 +11,7 @@ from op_checks import clone_state, param_count, run_steps
 
 from latprof.errors import BackendUnavailable, InputError
 from latprof.ops.attention import AttentionBlock, apply_rope, gqa_decode_ref, rope_tables
-from latprof.specs import build_spec
+from latprof.registry import build_spec
 
 # (width, heads, kv_heads, head_dim, qk_norm): GQA groups 1, 4, 8 and 5; width 320 with 5 heads
 SHAPES = [

@@ -27,7 +27,7 @@ from latprof.ops.linear_attention import (
     gated_delta_rule_recurrence,
     l2_normalize,
 )
-from latprof.specs import build_spec
+from latprof.registry import build_spec
 
 SMALL = {"heads": 2, "head_dim": 16}  # width 32: fast under the interpreter
 AWKWARD = {"heads": 5, "head_dim": 64}  # width 320

@@ -10,7 +10,7 @@ from op_checks import param_count, run_steps
 from latprof.errors import InputError
 from latprof.ops.base import rms_norm
 from latprof.ops.embedding import EmbeddingBlock, LMHeadBlock
-from latprof.specs import build_spec
+from latprof.registry import build_spec
 
 SIZES = [(64, 1000), (320, 517)]  # (width, vocab_size)
 

@@ -11,7 +11,7 @@ from op_checks import param_count, run_steps
 from latprof.errors import InputError
 from latprof.ops.base import rms_norm
 from latprof.ops.ffn import FFNBlock
-from latprof.specs import build_spec
+from latprof.registry import build_spec
 
 ACTIVATIONS = ["swiglu", "relu2", "gelu"]
 # (width, ffn_dim): defaults (3 * width rounded to 128) and awkward sizes

@@ -21,7 +21,7 @@ from op_checks import (
 from latprof.ops import build_block
 from latprof.ops.gated_deltanet import GatedDeltaNetBlock, log_decay
 from latprof.ops.linear_attention import gated_delta_rule_recurrence, l2_normalize
-from latprof.specs import build_spec
+from latprof.registry import build_spec
 
 SMALL = {"heads": 2, "head_dim": 16, "expand_v": 2}  # width 32: fast under the interpreter
 AWKWARD = {"heads": 5, "head_dim": 64, "expand_v": 2}  # width 320

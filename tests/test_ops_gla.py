@@ -22,7 +22,7 @@ from op_checks import (
 from latprof.ops import build_block
 from latprof.ops.gla import GATE_LOGIT_NORMALIZER, GLABlock
 from latprof.ops.linear_attention import gla_recurrence
-from latprof.specs import build_spec
+from latprof.registry import build_spec
 
 SMALL = {"heads": 2, "head_dim": 16}  # width 32: fast under the interpreter
 AWKWARD = {"heads": 5, "head_dim": 64}  # width 320

@@ -11,7 +11,8 @@ from op_checks import param_count, run_steps
 from latprof.errors import InputError
 from latprof.ops import build_block
 from latprof.ops.base import rms_norm
-from latprof.specs import build_spec, dtype_bytes, spec_from_key
+from latprof.registry import build_spec, spec_from_key
+from latprof.specs import dtype_bytes
 from latprof.specs.moe import expected_experts_touched
 
 WIDTH = 320  # awkward: not a power of two, not a multiple of 128

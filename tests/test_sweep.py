@@ -12,32 +12,25 @@ from pathlib import Path
 import pytest
 import torch
 
-from latprof import lut, sweep
+from latprof import lut, measure, sweep
 from latprof.errors import InputError
 from latprof.grid import GridRequest, expand
 from latprof.lut import ANY_CONTEXT
-from latprof.ops import backends_of
+from latprof.settings import BackendRequest, Settings
 from latprof.timing import TimerConfig
 
 FAST = TimerConfig(warmup_steps=1, samples=5, min_sample_s=0.0005, max_remeasure=0)
 
 
-def _request(**kw) -> GridRequest:
-    base = dict(
-        ops=("attention", "ffn"),
-        widths=(128, 256),
-        batch=(1,),
-        context=(16, 32),
-        dtype="float32",
-        device="cpu",
-        mode="eager",
-    )
+def _request(backends=("torch",), batch=(1,), context=(16, 32), **kw) -> GridRequest:
+    base = dict(ops=("attention", "ffn"), widths=(128, 256))
     base.update(kw)
-    return GridRequest(**base)
+    settings = Settings("cpu", "float32", "eager", batch, context, BackendRequest.parse(backends))
+    return GridRequest(settings=settings, **base)
 
 
 def test_context_independent_ops_are_measured_once():
-    points = expand(_request(), backends_of)
+    points = expand(_request())
     ffn = [s for spec, s in points if spec.op == "ffn"]
     attn = [s for spec, s in points if spec.op == "attention"]
     assert {s.context for s in ffn} == {ANY_CONTEXT} and len(ffn) == 2
@@ -46,19 +39,19 @@ def test_context_independent_ops_are_measured_once():
 
 def test_backend_not_supported_by_an_op_is_an_error():
     with pytest.raises(InputError, match="ffn has no backend"):
-        expand(_request(backends=("sdpa",)), backends_of)
-    points = expand(_request(backends=("torch", "attention=sdpa")), backends_of)
+        expand(_request(backends=("sdpa",)))
+    points = expand(_request(backends=("torch", "attention=sdpa")))
     assert {s.backend for spec, s in points if spec.op == "attention"} == {"sdpa"}
 
 
 def test_triton_backends_on_cpu_are_refused_with_the_reason():
     with pytest.raises(InputError, match="interpreter"):
-        expand(_request(ops=("mamba2",), backends=("mamba2=triton",)), backends_of)
+        expand(_request(ops=("mamba2",), backends=("mamba2=triton",)))
 
 
 def test_sweep_appends_rows_and_rerun_measures_nothing(tmp_path):
     out = tmp_path / "lut.csv"
-    points = expand(_request(ops=("ffn", "attention"), widths=(128,), context=(16,)), backends_of)
+    points = expand(_request(ops=("ffn", "attention"), widths=(128,), context=(16,)))
     first = sweep.run_sweep(points, out, config=FAST, threads=1)
     assert first.measured == 2 and first.errors == 0
     rows = lut.read_rows(out)
@@ -71,25 +64,26 @@ def test_sweep_appends_rows_and_rerun_measures_nothing(tmp_path):
 
 
 def test_out_of_memory_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
-    real = sweep.build_workload
+    real = measure.build_workload
 
-    def fake(spec, setting, copies, seed=0):
-        if spec.width == 256:
+    def fake(target, copies):
+        if target.spec.width == 256:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80 GiB")
-        return real(spec, setting, copies, seed)
+        return real(target, copies)
 
-    monkeypatch.setattr(sweep, "build_workload", fake)
-    points = expand(_request(ops=("ffn",)), backends_of)
+    monkeypatch.setattr(measure, "build_workload", fake)
+    points = expand(_request(ops=("ffn",)))
     summary = sweep.run_sweep(points, tmp_path / "lut.csv", config=FAST, threads=1)
     status = {r["width"]: r["status"] for r in lut.read_rows(tmp_path / "lut.csv")}
     assert status == {128: "ok", 256: "oom"} and summary.oom == 1
 
 
 def test_copies_exceed_twice_the_last_level_cache():
-    ((spec, setting),) = expand(_request(ops=("ffn",), widths=(128,)), backends_of)
+    ((spec, setting),) = expand(_request(ops=("ffn",), widths=(128,)))
     llc = 4 * 1024**2
-    n = sweep.copies_needed(spec, setting, llc)
-    assert n * sweep.bytes_per_copy(spec, setting) >= 2 * llc or n == sweep.MAX_COPIES
+    target = measure.OperatorTarget(spec, setting)
+    n = measure.copies_needed(target, llc)
+    assert n * target.bytes_per_copy() >= 2 * llc or n == measure.MAX_COPIES
 
 
 SWEEP_POINTS = 40
@@ -134,7 +128,7 @@ def test_sigkill_loses_nothing_measured_and_rerun_fills_the_rest(tmp_path):
     proc.wait()
     kept = lut.read_rows(out)
     # the first group's rows are complete; the group in flight is lost, nothing else
-    assert sweep.CPU_GROUP_MAX_POINTS < SWEEP_POINTS  # else one group, and nothing to kill
+    assert measure.CPU_GROUP_MAX_TARGETS < SWEEP_POINTS  # else one group, and nothing to kill
     assert 1 <= len(kept) < SWEEP_POINTS and all(r["status"] == "ok" for r in kept)
     rerun = _run_sweep_cli(out)
     stdout, _ = rerun.communicate(timeout=300)
@@ -161,7 +155,7 @@ def test_spec_file_mode_override_per_operator_and_unknown_keys(tmp_path):
 
     data = {"ops": {"ffn": {}, "moe": {"mode": "eager"}}, "widths": [128]}
     req = request_from_file(data, device="cuda", dtype=None, mode=None, path="spec.yaml")
-    modes = {spec.op: s.mode for spec, s in expand(req, backends_of)}
+    modes = {spec.op: s.mode for spec, s in expand(req)}
     assert modes == {"ffn": "graph", "moe": "eager"}
     with pytest.raises(InputError, match="unknown key"):
         request_from_file(

@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from latprof.errors import InputError
+from latprof.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,31 +37,40 @@ DtypeOpt = Annotated[
     str | None,
     typer.Option("--dtype", help="float32 | bf16 | fp16 (default: bf16 on cuda, float32 on cpu)."),
 ]
+ModeOpt = Annotated[
+    ModeChoice | None,
+    typer.Option("--mode", help="graph | eager (default: graph on cuda, eager on cpu)."),
+]
+BatchOpt = Annotated[str, typer.Option("--batch", help="Batch sizes, comma list (1,8,32).")]
+ContextOpt = Annotated[
+    str, typer.Option("--context", help="Tokens in the cache, comma list (8k = 8192).")
+]
+BackendOpt = Annotated[
+    str | None,
+    typer.Option("--backend", help="Backend names, or op=name pairs (torch,attention=sdpa)."),
+]
 
 
-def parse_int_list(text: str, name: str) -> list[int]:
-    """`"1,8,32"` -> [1, 8, 32]; also accepts k suffixes (`32k` = 32768)."""
-    values = []
-    for item in text.split(","):
-        item = item.strip().lower()
-        if not item:
-            continue
-        try:
-            value = int(item[:-1]) * 1024 if item.endswith("k") else int(item)
-        except ValueError:
-            raise InputError(
-                f"--{name}: {item!r} is not an integer (expected e.g. 1,8,32)"
-            ) from None
-        if value <= 0:
-            raise InputError(f"--{name}: values must be positive, got {value}")
-        values.append(value)
-    if not values:
-        raise InputError(f"--{name}: give at least one value")
-    return values
-
-
-def parse_str_list(text: str) -> list[str]:
-    return [item.strip() for item in text.split(",") if item.strip()]
+def measure_settings(
+    *,
+    device: DeviceChoice,
+    dtype: str | None,
+    mode: ModeChoice | None,
+    batch: str,
+    context: str,
+    backend: str | None,
+    one_batch: bool = False,
+) -> Settings:
+    """The flags every measuring command shares, resolved (`Settings.resolve`)."""
+    return Settings.resolve(
+        one_batch=one_batch,
+        device=device.value,
+        dtype=dtype,
+        mode=mode.value if mode else None,
+        batch=batch,
+        context=context,
+        backend=backend,
+    )
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -9,13 +9,16 @@ import typer
 
 from latprof.cli import app
 from latprof.cli.common import (
+    BackendOpt,
+    BatchOpt,
+    ContextOpt,
     DeviceChoice,
     DeviceOpt,
     DtypeOpt,
     JsonOpt,
-    ModeChoice,
+    ModeOpt,
     handles_input_errors,
-    parse_int_list,
+    measure_settings,
     print_json,
 )
 
@@ -34,14 +37,12 @@ Examples:
 def compare(
     configs: Annotated[list[Path], typer.Argument(help="Model configs (latprof YAML or HF json).")],
     lut: Annotated[Path, typer.Option("--lut", help="LUT CSV from `latprof sweep`.")],
-    batch: Annotated[int, typer.Option("--batch", help="Batch size.")] = 1,
-    context: Annotated[str, typer.Option("--context", help="Contexts, comma list.")] = "1024",
+    batch: BatchOpt = "1",
+    context: ContextOpt = "1024",
     device: DeviceOpt = DeviceChoice.auto,
     dtype: DtypeOpt = None,
-    mode: Annotated[ModeChoice | None, typer.Option("--mode", help="graph | eager (cuda).")] = None,
-    backend: Annotated[
-        str | None, typer.Option("--backend", help="Backends: a name or op=name pairs.")
-    ] = None,
+    mode: ModeOpt = None,
+    backend: BackendOpt = None,
     generate: Annotated[
         int | None, typer.Option("--generate", help="Also compare T-token generations.")
     ] = None,
@@ -72,15 +73,21 @@ def compare(
 
     if generate is not None and generate <= 0:
         raise InputError(f"--generate must be positive, got {generate}")
+    if samples is not None and samples < 3:
+        raise InputError(f"--samples must be at least 3 (for p10/p90), got {samples}")
+    settings = measure_settings(
+        device=device,
+        dtype=dtype,
+        mode=mode,
+        batch=batch,
+        context=context,
+        backend=backend,
+        one_batch=True,
+    )
     request = CompareRequest(
         configs=tuple(configs),
         lut=lut,
-        batch=batch,
-        contexts=tuple(parse_int_list(context, "context")),
-        device=device.value,
-        dtype=dtype,
-        mode=mode.value if mode else None,
-        backend=backend,
+        settings=settings,
         generate=generate,
         prompt=prompt,
         measure_missing=measure_missing,

@@ -11,7 +11,7 @@ import typer
 
 from latprof.cli import app
 from latprof.cli.common import JsonOpt, handles_input_errors, print_json
-from latprof.errors import InputError
+from latprof.settings import Settings, parse_count
 
 EXAMPLES = """Examples:
 
@@ -25,24 +25,12 @@ EXAMPLES = """Examples:
 """
 
 
-def _count(text: str, name: str, minimum: int) -> int:
-    """One integer, `k` suffix allowed (8k = 8192)."""
-    item = text.strip().lower()
-    try:
-        value = int(item[:-1]) * 1024 if item.endswith("k") else int(item)
-    except ValueError:
-        raise InputError(f"--{name}: {text!r} is not one integer (e.g. 1024 or 8k)") from None
-    if value < minimum:
-        raise InputError(f"--{name}: must be >= {minimum}, got {value}")
-    return value
-
-
 @app.command(epilog=EXAMPLES)
 @handles_input_errors
 def estimate(
     config: Annotated[Path, typer.Argument(help="latprof YAML model config or HF config.json.")],
     lut: Annotated[Path | None, typer.Option("--lut", help="LUT CSV from `latprof sweep`.")] = None,
-    batch: Annotated[str, typer.Option("--batch", help="Sequences decoded together.")] = "1",
+    batch: Annotated[str, typer.Option("--batch", help="Sequences decoded together (one).")] = "1",
     prompt: Annotated[str, typer.Option("--prompt", help="Prompt tokens (P).")] = "1024",
     generate: Annotated[str, typer.Option("--generate", help="Tokens generated (T).")] = "128",
     context: Annotated[
@@ -96,27 +84,39 @@ def estimate(
     """Estimate decode latency, memory and throughput of a model from a LUT."""
     from latprof.estimate import EstimateRequest, run_estimate
 
+    settings = Settings.resolve(
+        device=device,
+        dtype=dtype,
+        mode=mode,
+        batch=batch,
+        backend=backend,
+        measure=False,
+        one_batch=True,
+    )
     request = EstimateRequest(
         config=config,
         lut=lut,
-        batch=_count(batch, "batch", 1),
-        prompt=_count(prompt, "prompt", 0),
-        generate=_count(generate, "generate", 1),
-        context=None if context is None else _count(context, "context", 0),
-        dtype=dtype,
-        device=device,
-        mode=mode,
-        backend=backend,
+        settings=settings,
+        prompt=parse_count(prompt, "prompt", 0),
+        generate=parse_count(generate, "generate", 1),
+        context=None if context is None else parse_count(context, "context", 0),
         allow_extrapolation=allow_extrapolation,
         force=force,
         measure_missing=measure_missing,
         memory_only=memory_only,
         device_memory_gb=device_memory,
     )
-    doc = run_estimate(request).as_json()
+    doc = run_estimate(request, measure=_measure_missing).as_json()
     if as_json:
         print_json(doc)
     else:
         from latprof.report import print_estimate  # rich: only for human output
 
         print_estimate(doc)
+
+
+def _measure_missing(points, lut_path: Path) -> dict:
+    """`--measure-missing`: the sweep measures the points the estimate lacks (imports torch)."""
+    from latprof.sweep import run_sweep
+
+    return run_sweep(points, lut_path, command="latprof estimate --measure-missing").as_dict()

@@ -8,13 +8,8 @@ from typing import Annotated
 import typer
 
 from latprof.cli import app
-from latprof.cli.common import (
-    JsonOpt,
-    handles_input_errors,
-    parse_int_list,
-    parse_str_list,
-    print_json,
-)
+from latprof.cli.common import JsonOpt, handles_input_errors, print_json
+from latprof.settings import parse_counts, parse_names
 
 
 @app.command(epilog="Example: latprof show luts/local-quick.csv --ops attention --batch 1")
@@ -28,20 +23,20 @@ def show(
 ) -> None:
     """Show a LUT, filterable by operator, batch and context."""
     from latprof.lut import ANY_CONTEXT, LUT
+    from latprof.registry import spec_class
     from latprof.report import console, lut_table
-    from latprof.specs import spec_class
 
     table = LUT.load(lut_path)
     rows = table.rows
     if ops:
-        wanted = parse_str_list(ops)
+        wanted = parse_names(ops)
         for op in wanted:
             spec_class(op)
         rows = [r for r in rows if r["op"] in wanted]
     if batch:
-        rows = [r for r in rows if r["batch"] in parse_int_list(batch, "batch")]
+        rows = [r for r in rows if r["batch"] in parse_counts(batch, "batch")]
     if context:
-        keep = set(parse_int_list(context, "context")) | {ANY_CONTEXT}
+        keep = set(parse_counts(context, "context")) | {ANY_CONTEXT}
         rows = [r for r in rows if r["context"] in keep]
     rows = sorted(
         rows,

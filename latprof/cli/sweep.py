@@ -11,17 +11,20 @@ import typer
 
 from latprof.cli import app
 from latprof.cli.common import (
+    BackendOpt,
+    BatchOpt,
+    ContextOpt,
     DeviceChoice,
     DeviceOpt,
     DtypeOpt,
     JsonOpt,
-    ModeChoice,
+    ModeOpt,
     handles_input_errors,
-    parse_int_list,
-    parse_str_list,
+    measure_settings,
     print_json,
 )
 from latprof.errors import InputError
+from latprof.settings import parse_counts, parse_names, resolve_device
 
 EXAMPLES = """
 Examples:
@@ -48,29 +51,24 @@ def sweep(
         typer.Option("--op-spec", help="Exact operator spec key (repeatable), as in LUT 'spec'."),
     ] = None,
     widths: Annotated[str, typer.Option("--widths", help="Comma list of widths.")] = "1024",
-    batch: Annotated[str, typer.Option("--batch", help="Comma list of batch sizes.")] = "1",
-    context: Annotated[
-        str, typer.Option("--context", help="Comma list of contexts (8k = 8192).")
-    ] = "1024",
+    batch: BatchOpt = "1",
+    context: ContextOpt = "1024",
     phase: Annotated[str, typer.Option("--phase", help="decode and/or prefill.")] = "decode",
     dtype: DtypeOpt = None,
     device: DeviceOpt = DeviceChoice.auto,
-    backend: Annotated[
-        str,
-        typer.Option("--backend", help="Backends: names, or op=name pairs (torch,attention=sdpa)."),
-    ] = "torch",
-    mode: Annotated[ModeChoice | None, typer.Option("--mode", help="graph | eager (cuda).")] = None,
+    backend: BackendOpt = "torch",
+    mode: ModeOpt = None,
     threads: Annotated[int | None, typer.Option("--threads", help="CPU threads (fixed).")] = None,
     samples: Annotated[
         int | None,
-        typer.Option("--samples", help="Timed samples per row (default 15 cpu, 30 cuda)."),
+        typer.Option("--samples", help="Timed samples per row (default 21 cpu, 30 cuda)."),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure operator decode steps on this device; rows are appended to --out as measured.
 
     A re-run of the same command measures only what is missing."""
-    from latprof import device_info, grid
+    from latprof import grid
 
     if spec is None and ops is None and not op_spec:
         raise InputError("say what to measure: --spec FILE, --ops LIST or --op-spec KEY")
@@ -78,32 +76,32 @@ def sweep(
         raise InputError(f"--threads must be positive, got {threads}")
     if samples is not None and samples < 3:
         raise InputError(f"--samples must be at least 3 (for p10/p90), got {samples}")
-    dev = device_info.resolve_device(device.value)
-    mode_name = mode.value if mode else None
     if spec is not None:
         request = grid.request_from_file(
-            grid.load_spec_file(spec), device=dev, dtype=dtype, mode=mode_name, path=str(spec)
+            grid.load_spec_file(spec),
+            device=resolve_device(device.value),
+            dtype=dtype,
+            mode=mode.value if mode else None,
+            path=str(spec),
         )
     else:
+        settings = measure_settings(
+            device=device, dtype=dtype, mode=mode, batch=batch, context=context, backend=backend
+        )
         request = grid.GridRequest(
-            ops=tuple(parse_str_list(ops or "")),
-            widths=tuple(parse_int_list(widths, "widths")),
-            batch=tuple(parse_int_list(batch, "batch")),
-            context=tuple(parse_int_list(context, "context")),
-            dtype=grid.canonical_dtype(dtype or grid.default_dtype_name(dev)),
-            device=dev,
-            mode=grid.resolve_mode(mode_name, dev),
-            backends=tuple(parse_str_list(backend)),
-            phases=tuple(_phases(phase)),
+            ops=parse_names(ops),
+            widths=parse_counts(widths, "widths"),
+            settings=settings,
+            phases=_phases(phase),
             op_specs=tuple(op_spec or ()),
         )
     run(request, out, threads=threads, samples=samples, as_json=as_json)
 
 
-def _phases(text: str) -> list[str]:
+def _phases(text: str) -> tuple[str, ...]:
     from latprof.grid import PHASES
 
-    phases = parse_str_list(text)
+    phases = parse_names(text)
     for p in phases:
         if p not in PHASES:
             raise InputError(f"--phase: unknown phase {p!r}; valid: {', '.join(PHASES)}")
@@ -112,16 +110,16 @@ def _phases(text: str) -> list[str]:
 
 def run(request, out: Path, *, threads: int | None, samples: int | None, as_json: bool) -> None:
     from latprof.grid import expand
-    from latprof.ops import backends_of, block_class
+    from latprof.registry import operator
     from latprof.report import progress_bar, sweep_summary_table
     from latprof.sweep import run_sweep
     from latprof.timing import TimerConfig
 
     for op in request.ops:
-        block_class(op)  # unknown operator -> InputError listing the valid ones
-    points = expand(request, backends_of)
+        operator(op)  # unknown operator -> InputError listing the valid ones
+    points = expand(request)
     command = shlex.join(["latprof", *sys.argv[1:]])
-    config = TimerConfig.for_device(request.device)
+    config = TimerConfig.for_device(request.settings.device)
     if samples:
         config.samples = samples
     with progress_bar(enabled=not as_json) as on_progress:

@@ -34,7 +34,7 @@ from latprof.config_hf.nemotron import nemotron_flash_layers, nemotron_h_layers
 from latprof.config_hf.ssm import mamba2_layers, mamba_layers
 from latprof.config_hf.transformers import TRANSFORMERS, transformer_layers
 from latprof.errors import InputError
-from latprof.model import ModelSpec
+from latprof.model_spec import ModelSpec
 from latprof.specs import OpSpec
 
 __all__ = ["LOADERS", "HFConfig", "load_hf_config", "model_from_hf"]

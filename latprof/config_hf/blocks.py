@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import latprof.specs
+import latprof.registry
 from latprof.config_hf.fields import HFConfig
 from latprof.specs import OpSpec
 
@@ -56,11 +56,11 @@ def moe(
     shared_expert_dim: int = 0,
     activation: str = "swiglu",
 ) -> OpSpec:
-    """MoE FFN; needs the `moe` operator family in latprof.specs."""
-    if "moe" not in latprof.specs.SPECS:
+    """MoE FFN; needs the `moe` operator family in the registry."""
+    if "moe" not in latprof.registry.OPERATORS:
         raise cfg.error(
             "this model has MoE FFN layers, and latprof has no 'moe' operator family yet "
-            f"(operators: {', '.join(latprof.specs.SPECS)})"
+            f"(operators: {', '.join(latprof.registry.OPERATORS)})"
         )
     extra = {}
     if activation != "swiglu":  # only families whose experts are not SwiGLU name it

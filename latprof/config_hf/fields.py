@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from latprof.errors import InputError
-from latprof.specs import OpSpec, build_spec
+from latprof.registry import build_spec
+from latprof.specs import OpSpec
 
 _REQUIRED = object()
 

@@ -12,7 +12,7 @@ The modules, in reading order:
 
 - `curve`: `Curve`, a piecewise-linear latency in context, and its exact sum over contexts.
 - `lut_selection`: which LUT rows to use (`resolve_settings`: dtype / device / mode, refused on
-  a mismatch unless forced) and which backend per operator (`parse_backends`, `BackendChoice`).
+  a mismatch unless forced) and which backend per operator (`BackendChoice`).
 - `latency_table`: `LatencyTable`, the rows indexed as curves per spec, width interpolation.
 - `result`: `Estimate`, `LayerEstimate`, and the `MissingSpecs` error.
 - `estimator`: `Estimator`, the public API: per-layer estimates and the fast path for search loops.
@@ -22,7 +22,7 @@ The modules, in reading order:
 from latprof.estimate.curve import Curve
 from latprof.estimate.estimator import Estimator
 from latprof.estimate.latency_table import LatencyTable, Lookup
-from latprof.estimate.lut_selection import LutSettings, parse_backends, resolve_settings
+from latprof.estimate.lut_selection import LutSettings, resolve_settings
 from latprof.estimate.result import Estimate, LayerEstimate, Missing, MissingSpecs
 from latprof.estimate.run import EstimateRequest, Report, run_estimate
 
@@ -38,7 +38,6 @@ __all__ = [
     "Missing",
     "MissingSpecs",
     "Report",
-    "parse_backends",
     "resolve_settings",
     "run_estimate",
 ]

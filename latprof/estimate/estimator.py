@@ -14,15 +14,17 @@ few dictionary look-ups per distinct layer (see benchmarks/bench_estimate.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 
 from latprof.errors import InputError
 from latprof.estimate.latency_table import LatencyTable, Lookup
 from latprof.estimate.result import Estimate, LayerEstimate, Missing, MissingSpecs
-from latprof.lut import ANY_CONTEXT, LUT, Setting
-from latprof.model import ModelSpec
-from latprof.specs import OpSpec, build_spec
+from latprof.grid import Point, dedupe, points_for
+from latprof.lut import ANY_CONTEXT, LUT
+from latprof.model_spec import ModelSpec
+from latprof.registry import build_spec
+from latprof.settings import BackendRequest
+from latprof.specs import OpSpec
 
 
 class Estimator:
@@ -39,7 +41,7 @@ class Estimator:
         dtype: str | None = None,
         device: str | None = "auto",
         mode: str | None = None,
-        backend: str | dict[str, str] | None = None,
+        backend: str | dict[str, str] | BackendRequest | None = None,
         allow_extrapolation: bool = False,
         force: bool = False,
     ) -> None:
@@ -225,11 +227,6 @@ class Estimator:
         """One decode step at `context` tokens in the cache."""
         return self.decode_latency_us(model, batch, context, 1)
 
-    def decode_latencies_us(
-        self, models: Iterable[ModelSpec], batch: int = 1, prompt: int = 0, generate: int = 1
-    ) -> list[float]:
-        return [self.decode_latency_us(m, batch, prompt, generate) for m in models]
-
     def throughput_at(
         self, model: ModelSpec, batch: int, prompt: int, generate: int
     ) -> tuple[float | None, str]:
@@ -261,28 +258,32 @@ class Estimator:
             how += f" between {pair[0]} and {pair[1]}"
         return batch * generate / (decode_us * 1e-6), how
 
-    def missing_points(self, missing: list[Missing]) -> list[tuple[OpSpec, Setting]]:
+    def missing_points(self, missing: list[Missing]) -> list[Point]:
         """Grid points measuring what `missing` lacks: its contexts plus the LUT's contexts in
         between (for context-dependent operators), at this estimator's dtype / device / mode."""
         s = self.settings
-        points = []
+        points: list[Point] = []
         for m in missing:
             if m.backend is None:
                 raise InputError(
                     f"--measure-missing: the LUT has no {m.spec.op} rows, so its backend is "
                     f"unknown; name it with --backend {m.spec.op}=NAME"
                 )
-            contexts = (
-                {max(c, 1) for c in m.contexts} if m.spec.context_dependent else {ANY_CONTEXT}
-            )
+            contexts = set(m.contexts)
             if m.spec.context_dependent:
                 known = self.table.contexts(m.phase)
                 contexts |= {c for c in known if min(m.contexts) < c < max(m.contexts)}
-            for c in sorted(contexts):
-                points.append(
-                    (m.spec, Setting(m.phase, m.batch, c, s.dtype, s.device, m.backend, s.mode))
-                )
-        return points
+            points += points_for(
+                m.spec,
+                phase=m.phase,
+                batches=(m.batch,),
+                contexts=sorted(contexts),
+                dtype=s.dtype,
+                device=s.device,
+                backend=m.backend,
+                mode=s.mode,
+            )
+        return dedupe(points)
 
 
 def check_query(batch: int, prompt: int, generate: int) -> None:

@@ -17,7 +17,9 @@ from latprof.errors import InputError
 from latprof.estimate.curve import Curve
 from latprof.estimate.lut_selection import BackendChoice, resolve_settings, usable_row
 from latprof.lut import ANY_CONTEXT, LUT
-from latprof.specs import OpSpec, spec_from_key
+from latprof.registry import spec_from_key
+from latprof.settings import BackendRequest
+from latprof.specs import OpSpec
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class LatencyTable:
         dtype: str | None = None,
         device: str | None = "auto",
         mode: str | None = None,
-        backend: str | dict[str, str] | None = None,
+        backend: str | dict[str, str] | BackendRequest | None = None,
         force: bool = False,
     ) -> None:
         self.lut = lut if isinstance(lut, LUT) else LUT.load(lut)

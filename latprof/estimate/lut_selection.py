@@ -12,7 +12,8 @@ from typing import Any
 
 from latprof.errors import InputError
 from latprof.lut import LUT, SETTING_COLUMNS
-from latprof.specs import OPERATOR_NAMES, canonical_dtype
+from latprof.settings import BackendRequest
+from latprof.specs import canonical_dtype
 
 
 @dataclass(frozen=True)
@@ -104,52 +105,23 @@ def resolve_settings(
     return LutSettings(chosen_dtype, chosen_device, chosen_mode, name, tuple(notes))
 
 
-def parse_backends(text: str | dict[str, str] | None) -> tuple[str | None, dict[str, str]]:
-    """`"triton"` (one name for every operator that has it), `"attention=triton,ffn=torch"`, or
-    both (`"triton,ffn=torch"`) -> (default, per-operator)."""
-    if text is None:
-        return None, {}
-    if isinstance(text, dict):
-        items = [f"{k}={v}" for k, v in text.items()]
-    else:
-        items = [item.strip() for item in text.split(",") if item.strip()]
-    default, per_op = None, {}
-    for item in items:
-        if "=" in item:
-            op, name = (part.strip() for part in item.split("=", 1))
-            if op not in OPERATOR_NAMES:
-                raise InputError(
-                    f"--backend {item}: unknown operator {op!r}; valid: {', '.join(OPERATOR_NAMES)}"
-                )
-            if not name:
-                raise InputError(f"--backend {item}: give a backend name after '='")
-            per_op[op] = name
-        elif default is not None:
-            raise InputError(
-                f"--backend: two backends for every operator ({default}, {item}); give one name, "
-                "or op=name pairs"
-            )
-        else:
-            default = item
-    return default, per_op
-
-
 class BackendChoice:
     """The backend whose rows answer for each operator.
 
     `backend`: None (each operator's only backend in the LUT), a name for every operator that has
-    it, or {op: name} (see `parse_backends`).  `available`: (op, phase) -> backends with rows.
+    it, or {op: name} (anything `latprof.settings.BackendRequest.parse` reads).
+    `available`: (op, phase) -> backends with rows.
     A name the LUT lacks is refused unless `force` (then noted in `notes`).
     """
 
     def __init__(
         self,
-        backend: str | dict[str, str] | None,
+        backend: str | dict[str, str] | BackendRequest | None,
         available: dict[tuple[str, str], set[str]],
         lut_path: Path,
         force: bool,
     ) -> None:
-        self._default, self._per_op = parse_backends(backend)
+        self._default, self._per_op = BackendRequest.parse(backend).single()
         self._available, self._lut_path, self._force = available, lut_path, force
         self.notes: list[str] = []
         self._chosen: dict[str, str | None] = {}

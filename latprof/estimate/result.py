@@ -10,7 +10,7 @@ from typing import Any
 
 from latprof.errors import InputError
 from latprof.estimate.lut_selection import LutSettings
-from latprof.model import ModelSpec
+from latprof.model_spec import ModelSpec
 from latprof.specs import OpSpec
 
 

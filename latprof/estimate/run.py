@@ -3,31 +3,35 @@ memory and the largest batch that fits, whose `as_json` is the `--json` document
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from latprof.errors import InputError
 from latprof.estimate.estimator import Estimator, check_query
-from latprof.estimate.result import Estimate, Missing, MissingSpecs
+from latprof.estimate.result import Estimate, MissingSpecs
+from latprof.grid import Point
 from latprof.memory import GB, BatchFit, MemoryReport, max_batch, memory_report
 from latprof.model import ModelSpec, load_model
+from latprof.settings import DEVICES, Settings, default_dtype, resolve_device
+
+#: measures grid points into a LUT and returns a summary (`latprof.sweep.run_sweep`, which the
+#: CLI passes in: estimating itself never imports torch)
+Measure = Callable[[list[Point], Path], dict[str, Any]]
 
 
 @dataclass(frozen=True)
 class EstimateRequest:
-    """Everything `latprof estimate` was asked (the CLI's flags, parsed)."""
+    """Everything `latprof estimate` was asked (the CLI's flags, parsed).  `settings` resolved
+    for estimating (`Settings.resolve(measure=False)`): None = the LUT's; one batch."""
 
     config: Path
     lut: Path | None = None
-    batch: int = 1
+    settings: Settings = field(default_factory=lambda: Settings(None, None, None))
     prompt: int = 1024
     generate: int = 128
     context: int | None = None  # memory: tokens in the cache; default prompt + generate
-    dtype: str | None = None
-    device: str = "auto"
-    mode: str | None = None
-    backend: str | None = None
     allow_extrapolation: bool = False
     force: bool = False
     measure_missing: bool = False
@@ -67,7 +71,7 @@ class Report:
                 "params": m.param_count(),
             },
             "query": {
-                "batch": self.request.batch,
+                "batch": self.request.settings.batch_one,
                 "prompt": self.request.prompt,
                 "generate": self.request.generate,
                 "first_context": self.request.prompt,
@@ -106,34 +110,37 @@ class Report:
         return out
 
 
-def run_estimate(req: EstimateRequest) -> Report:
-    """Load the config (and LUT), estimate latency, memory and the largest batch that fits."""
+def run_estimate(req: EstimateRequest, measure: Measure | None = None) -> Report:
+    """Load the config (and LUT), estimate latency, memory and the largest batch that fits.
+    `measure`: what `--measure-missing` measures with (required with it)."""
     model = load_model(req.config)
-    check_query(req.batch, req.prompt, req.generate)
+    batch = req.settings.batch_one
+    check_query(batch, req.prompt, req.generate)
     context = req.context if req.context is not None else req.prompt + req.generate
+    if req.measure_missing and measure is None:
+        raise ValueError("run_estimate: measure_missing needs a `measure` function")
     if req.lut is None:
         if not req.memory_only:
             raise InputError("give --lut LUT for latency, or --memory-only for memory alone")
-        dtype = req.dtype or ("float32" if req.device == "cpu" else "bfloat16")
-        report = Report(model, req, memory_report(model, req.batch, context, dtype))
+        report = Report(model, req, memory_report(model, batch, context, _memory_dtype(req)))
     else:
         est = _estimator(req)
         report = Report(
             model,
             req,
-            memory_report(model, req.batch, context, est.settings.dtype_name),
+            memory_report(model, batch, context, est.settings.dtype_name),
             estimator=est,
         )
         if not req.memory_only:
             # missing specs first, then specs the LUT could only extrapolate: at most two rounds
             for attempt in range(3):
                 try:
-                    report.estimate = est.estimate(model, req.batch, req.prompt, req.generate)
+                    report.estimate = est.estimate(model, batch, req.prompt, req.generate)
                     break
                 except MissingSpecs as exc:
                     if not req.measure_missing or attempt == 2:
                         raise
-                    report.measured = _measure(est, exc.missing)
+                    report.measured = measure(est.missing_points(exc.missing), est.lut.path)
                     report.notes.append(
                         f"--measure-missing: {len(exc.missing)} spec(s) measured into "
                         f"{est.lut.path}"
@@ -144,23 +151,31 @@ def run_estimate(req: EstimateRequest) -> Report:
     return report
 
 
+def _memory_dtype(req: EstimateRequest) -> str:
+    """The dtype of a memory-only estimate without a LUT: --dtype, else the default of the
+    device asked for; `--device auto` resolves the device as every command does (this imports
+    torch, in this one case)."""
+    s = req.settings
+    if s.dtype:
+        return s.dtype
+    if s.device is None:
+        device = resolve_device("auto")
+    else:  # a device name (not cpu / cuda) is taken for a GPU's
+        device = s.device if s.device in DEVICES else "cuda"
+    return default_dtype(device)
+
+
 def _estimator(req: EstimateRequest) -> Estimator:
+    s = req.settings
     return Estimator(
         req.lut,
-        dtype=req.dtype,
-        device=req.device,
-        mode=req.mode,
-        backend=req.backend,
+        dtype=s.dtype,
+        device=s.device or "auto",
+        mode=s.mode,
+        backend=s.backends,
         allow_extrapolation=req.allow_extrapolation,
         force=req.force,
     )
-
-
-def _measure(est: Estimator, missing: list[Missing]) -> dict[str, Any]:
-    points = est.missing_points(missing)
-    from latprof.sweep import measure_points  # imports torch: only here
-
-    return measure_points(points, est.lut.path).as_dict()
 
 
 def _fit(report: Report, context: int, device_bytes: int) -> None:

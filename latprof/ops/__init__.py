@@ -1,42 +1,20 @@
-"""Registry of operator blocks by name.  Family modules import lazily, so asking for `ffn` never
-imports fla or mamba-ssm."""
+"""Operator blocks, found through the registry (`latprof.registry`).  Family modules import
+lazily, so asking for `ffn` never imports fla or mamba-ssm."""
 
 from __future__ import annotations
 
-import importlib
-
 import torch
 
-from latprof.errors import InputError
-from latprof.ops.base import Block, State, torch_dtype
-from latprof.specs import OPERATOR_NAMES, OpSpec
+from latprof.ops.base import Block, State, backend_unavailable, resolve_path, torch_dtype
+from latprof.registry import operator
+from latprof.specs import OpSpec
 
-#: operator name -> (module, class) implementing it
-BLOCKS: dict[str, tuple[str, str]] = {
-    "attention": ("latprof.ops.attention", "AttentionBlock"),
-    "ffn": ("latprof.ops.ffn", "FFNBlock"),
-    "moe": ("latprof.ops.moe", "MoEBlock"),
-    "mamba": ("latprof.ops.mamba", "MambaBlock"),
-    "mamba2": ("latprof.ops.mamba2", "Mamba2Block"),
-    "deltanet": ("latprof.ops.deltanet", "DeltaNetBlock"),
-    "gated_deltanet": ("latprof.ops.gated_deltanet", "GatedDeltaNetBlock"),
-    "gla": ("latprof.ops.gla", "GLABlock"),
-    "embedding": ("latprof.ops.embedding", "EmbeddingBlock"),
-    "lm_head": ("latprof.ops.embedding", "LMHeadBlock"),
-}
-assert tuple(BLOCKS) == OPERATOR_NAMES
-
-__all__ = ["BLOCKS", "Block", "State", "block_class", "build_block", "torch_dtype"]
+__all__ = ["Block", "State", "backend_unavailable", "block_class", "build_block", "torch_dtype"]
 
 
 def block_class(op: str) -> type[Block]:
-    try:
-        module, name = BLOCKS[op]
-    except KeyError:
-        raise InputError(
-            f"unknown operator {op!r}; valid operators: {', '.join(OPERATOR_NAMES)}"
-        ) from None
-    return getattr(importlib.import_module(module), name)
+    """The block class of operator `op` (exact name; a miss lists the valid ones)."""
+    return resolve_path(operator(op).block)
 
 
 def build_block(
@@ -49,7 +27,3 @@ def build_block(
 ) -> Block:
     """The block for `spec` with random weights, on `device` in `dtype`, stepping with `backend`."""
     return block_class(spec.op)(spec, backend=backend, device=device, dtype=dtype, seed=seed)
-
-
-def backends_of(op: str) -> tuple[str, ...]:
-    return block_class(op).backends

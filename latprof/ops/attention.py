@@ -20,13 +20,12 @@ Backends of the decode step:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from latprof.errors import BackendUnavailable, InputError
-from latprof.ops.base import Block, State, rms_norm, triton_runs_on
+from latprof.ops.base import Block, State, rms_norm
 from latprof.specs.attention import AttentionSpec
 
 ROPE_THETA = 10000.0
@@ -114,10 +113,23 @@ def _import_decode_attention() -> Callable[..., torch.Tensor]:
     return decode_attention
 
 
+def flash_attn_unavailable(device: torch.device) -> str | None:
+    """Why the flash_attn backend cannot run on `device`; None if it can."""
+    if device.type != "cuda":
+        return f"flash_attn runs on CUDA devices only, not on {device.type}"
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError as err:
+        return (
+            f"flash_attn does not import ({err}); it builds from source: "
+            "pip install flash-attn --no-build-isolation"
+        )
+    return None
+
+
 class AttentionBlock(Block):
     """x + o_proj(attention(rope(q), rope(k), v)) with q, k, v projected from rms_norm(x)."""
 
-    backends: ClassVar[tuple[str, ...]] = ("torch", "sdpa", "flash_attn", "triton")
     static_state_keys = frozenset({"cos", "sin", "cos_lowp", "sin_lowp"})  # RoPE tables
     spec: AttentionSpec
 
@@ -145,22 +157,6 @@ class AttentionBlock(Block):
             self.k_norm = self.new_norm(spec.head_dim)
         self.scale = spec.head_dim**-0.5
         self._kernel: Callable[..., torch.Tensor] | None = None
-
-    @classmethod
-    def backend_unavailable(cls, backend: str, device: torch.device) -> str | None:
-        if backend == "triton":
-            return triton_runs_on(device)
-        if backend == "flash_attn":
-            if device.type != "cuda":
-                return f"flash_attn runs on CUDA devices only, not on {device.type}"
-            try:
-                import flash_attn  # noqa: F401
-            except ImportError as err:
-                return (
-                    f"flash_attn does not import ({err}); it builds from source: "
-                    "pip install flash-attn --no-build-isolation"
-                )
-        return None
 
     def allocate_state(self, batch: int, max_context: int) -> State:
         s = self.spec

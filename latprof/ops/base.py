@@ -9,12 +9,15 @@ LM head.  It is built from a spec (`latprof.specs`) and a backend name, and prov
 - `prefill(x, state)`: the full-sequence forward over `x: (batch, seq, width)` that leaves `state`
   exactly as `seq` decode steps from an empty state would.
 
-`step` dispatches to the chosen backend; `prefill` is always the PyTorch reference.  A backend
-that cannot run raises `BackendUnavailable` at construction, saying why; nothing falls back.
+`step` dispatches to the chosen backend; `prefill` is always the PyTorch reference.  The backends
+a family has, and the check that says why one cannot run here, are in the operator registry
+(`latprof.registry`); a backend that cannot run raises `BackendUnavailable` at construction,
+saying why; nothing falls back.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 from typing import ClassVar
@@ -22,8 +25,9 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from latprof.errors import BackendUnavailable, InputError
-from latprof.specs import OpSpec
+from latprof.errors import BackendUnavailable
+from latprof.registry import operator
+from latprof.specs import OpSpec, canonical_dtype
 
 State = dict[str, torch.Tensor]
 
@@ -31,8 +35,6 @@ TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16":
 
 
 def torch_dtype(name: str) -> torch.dtype:
-    from latprof.specs import canonical_dtype
-
     return TORCH_DTYPES[canonical_dtype(name)]
 
 
@@ -69,6 +71,21 @@ def triton_runs_on(device: torch.device) -> str | None:
     )
 
 
+def resolve_path(path: str):
+    """The object named by a registry path "module:name", imported now."""
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def backend_unavailable(op: str, backend: str, device: str | torch.device) -> str | None:
+    """None if `backend` of `op` can run on `device`, else the reason (from the registry's
+    check for that backend).  An unknown operator or backend raises InputError."""
+    entry = operator(op).backend(backend)
+    if entry.check is None:
+        return None
+    return resolve_path(entry.check)(torch.device(device))
+
+
 def module_missing(module: str, install_hint: str) -> str | None:
     """None if `module` can be found, else why not."""
     try:
@@ -79,12 +96,9 @@ def module_missing(module: str, install_hint: str) -> str | None:
 
 
 class Block(nn.Module):
-    """Base of every operator block.  Subclasses set `backends` and implement the four methods."""
+    """Base of every operator block.  Subclasses implement the four methods of the interface;
+    their backends are the registry entry's (`latprof.registry.operator(spec.op)`)."""
 
-    #: backend names this family supports, the PyTorch reference ("torch") first
-    backends: ClassVar[tuple[str, ...]] = ("torch",)
-    #: False where a step synchronises with the host (data-dependent shapes): eager mode only
-    graph_capturable: ClassVar[bool] = True
     #: state entries that are fixed tables (RoPE cos / sin), not caches a prompt would fill
     static_state_keys: ClassVar[frozenset[str]] = frozenset()
 
@@ -101,21 +115,11 @@ class Block(nn.Module):
         self.spec = spec
         self.device = torch.device(device)
         self.dtype = dtype
-        if backend not in self.backends:
-            raise InputError(
-                f"{spec.op}: unknown backend {backend!r}; valid for {spec.op}: "
-                f"{', '.join(self.backends)}"
-            )
-        reason = self.backend_unavailable(backend, self.device)
+        reason = backend_unavailable(spec.op, backend, self.device)  # unknown name: InputError
         if reason:
             raise BackendUnavailable(f"{spec.op}: backend {backend!r} cannot run here: {reason}")
         self.backend = backend
         self.generator = torch.Generator().manual_seed(seed)
-
-    @classmethod
-    def backend_unavailable(cls, backend: str, device: torch.device) -> str | None:
-        """None if `backend` can run on `device`, else the reason.  Subclasses extend."""
-        return None
 
     # ---- interface -------------------------------------------------------------------------
     def allocate_state(self, batch: int, max_context: int) -> State:

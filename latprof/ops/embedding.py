@@ -7,8 +7,6 @@ tensor, as Llama-style models with `tie_word_embeddings` do.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 import torch.nn.functional as F
 
@@ -20,7 +18,6 @@ from latprof.specs.embedding import EmbeddingSpec, LMHeadSpec
 class EmbeddingBlock(Block):
     """weight[ids]: a gather of one row of (vocab_size, width) per token."""
 
-    backends: ClassVar[tuple[str, ...]] = ("torch",)
     spec: EmbeddingSpec
 
     def __init__(
@@ -61,7 +58,6 @@ class EmbeddingBlock(Block):
 class LMHeadBlock(Block):
     """argmax(rms_norm(x) @ weight.T): next-token ids by greedy decoding."""
 
-    backends: ClassVar[tuple[str, ...]] = ("torch",)
     spec: LMHeadSpec
 
     def __init__(

@@ -9,8 +9,6 @@ weight, so a decode step is two matmuls whatever the activation.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 import torch.nn.functional as F
 
@@ -21,7 +19,6 @@ from latprof.specs.ffn import FFNSpec
 class FFNBlock(Block):
     """x + down(act(in(rms_norm(x)))); stateless, so prefill is the same forward over a sequence."""
 
-    backends: ClassVar[tuple[str, ...]] = ("torch",)
     spec: FFNSpec
 
     def __init__(

@@ -14,13 +14,13 @@ oldest first, `(batch, channels, d_conv)` (fla's `causal_conv1d_update` cache la
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from latprof.ops.base import Block, State
-from latprof.ops.fla_compat import fla_kernels, fla_unavailable
+from latprof.ops.fla_compat import fla_kernels
 from latprof.ops.ssm_reference import causal_conv1d_update_ref
 from latprof.specs import OpSpec
 
@@ -214,18 +214,12 @@ class LinearAttentionBlock(Block):
     whole sequence in `prefill`).
     """
 
-    backends: ClassVar[tuple[str, ...]] = ("torch", "fla")
-
     def __init__(self, spec: OpSpec, **block_args: Any) -> None:
         """`block_args`: those of `Block` (backend, device, dtype, seed)."""
         super().__init__(spec, **block_args)
         self.scale = spec.head_dim**-0.5
         self.norm = self.new_norm(spec.width)
         self._fla = fla_kernels() if self.backend == "fla" else None
-
-    @classmethod
-    def backend_unavailable(cls, backend: str, device: torch.device) -> str | None:
-        return fla_unavailable(device) if backend == "fla" else None
 
     def _conv_step(self, qkv: torch.Tensor, state: State) -> torch.Tensor:
         """One step of the short conv + SiLU on this block's backend (DeltaNet, Gated DeltaNet).

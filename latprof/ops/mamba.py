@@ -16,15 +16,14 @@ block's dtype; the recurrence itself is computed in float32.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from latprof.ops import mamba_ssm_compat
-from latprof.ops.base import Block, State, rms_norm, triton_runs_on
+from latprof.ops.base import Block, State, rms_norm
+from latprof.ops.ssm_init import init_a_log, init_dt_bias
 from latprof.ops.ssm_reference import (
     causal_conv1d_ref,
     causal_conv1d_update_ref,
@@ -33,34 +32,8 @@ from latprof.ops.ssm_reference import (
 )
 from latprof.specs.mamba import MambaSpec
 
-DT_MIN, DT_MAX = 1e-3, 1e-1  # range of softplus(dt_bias) at initialisation, as in Mamba
-A_MIN, A_MAX = 1.0, 16.0  # range of -A = exp(A_log) at initialisation
-
-
-def init_dt_bias(dim: int, generator: torch.Generator) -> torch.Tensor:
-    """Biases whose softplus is log-uniform in [DT_MIN, DT_MAX]: (dim,) float32."""
-    u = torch.rand(dim, generator=generator)
-    dt = torch.exp(u * (math.log(DT_MAX) - math.log(DT_MIN)) + math.log(DT_MIN))
-    return dt + torch.log(-torch.expm1(-dt))  # inverse of softplus
-
-
-def init_a_log(*shape: int, generator: torch.Generator) -> torch.Tensor:
-    """log of uniform(A_MIN, A_MAX): shape, float32."""
-    return torch.log(A_MIN + (A_MAX - A_MIN) * torch.rand(*shape, generator=generator))
-
-
-def ssm_backend_unavailable(backend: str, device: torch.device) -> str | None:
-    """Why `backend` of the Mamba and Mamba2 blocks cannot run on `device`; None if it can."""
-    if backend == "mamba_ssm":
-        return mamba_ssm_compat.unavailable_on(device)
-    if backend == "triton":
-        return triton_runs_on(device)
-    return None
-
 
 class MambaBlock(Block):
-    backends: ClassVar[tuple[str, ...]] = ("torch", "mamba_ssm", "triton")
-
     def __init__(
         self,
         spec: MambaSpec,
@@ -83,10 +56,6 @@ class MambaBlock(Block):
         self.D = self.param_from(1.0 + 0.1 * torch.randn(d_inner, generator=self.generator))
         self.out_proj_weight = self.new_param(width, d_inner)
         self._step_fns: tuple[Callable, Callable] | None = None
-
-    @classmethod
-    def backend_unavailable(cls, backend: str, device: torch.device) -> str | None:
-        return ssm_backend_unavailable(backend, device)
 
     def allocate_state(self, batch: int, max_context: int) -> State:
         """Conv and SSM state in the block's dtype; `max_context` does not matter."""

@@ -20,14 +20,13 @@ in the block's dtype; the recurrence itself is computed in float32.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from latprof.ops import mamba_ssm_compat
 from latprof.ops.base import Block, State, rms_norm
-from latprof.ops.mamba import init_a_log, init_dt_bias, ssm_backend_unavailable
+from latprof.ops.ssm_init import init_a_log, init_dt_bias
 from latprof.ops.ssm_reference import (
     causal_conv1d_ref,
     gated_rms_norm_ref,
@@ -42,8 +41,6 @@ CHUNK_SIZE = 64  # chunk length of the chunked SSD in prefill
 
 
 class Mamba2Block(Block):
-    backends: ClassVar[tuple[str, ...]] = ("torch", "mamba_ssm", "triton")
-
     def __init__(
         self,
         spec: Mamba2Spec,
@@ -65,10 +62,6 @@ class Mamba2Block(Block):
         self.gated_norm_weight = self.new_norm(d_inner)
         self.out_proj_weight = self.new_param(width, d_inner)
         self._step_fns: tuple[Callable, Callable] | None = None
-
-    @classmethod
-    def backend_unavailable(cls, backend: str, device: torch.device) -> str | None:
-        return ssm_backend_unavailable(backend, device)
 
     def allocate_state(self, batch: int, max_context: int) -> State:
         """Conv and SSM state in the block's dtype; `max_context` does not matter."""

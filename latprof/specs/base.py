@@ -6,7 +6,8 @@ decode step (parameters, bytes read + written, FLOPs) and the bytes of its cache
 imports torch: `latprof estimate` works on specs and LUT rows alone, and must start in well
 under a second.
 
-Each family lives in its own module and registers itself in `latprof.specs.SPECS`.
+Each family lives in its own module; its class is entered in the operator registry
+(`latprof.registry.OPERATORS`), through which specs are looked up and built.
 """
 
 from __future__ import annotations

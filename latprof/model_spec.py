@@ -1,0 +1,112 @@
+"""`ModelSpec`: a whole decoder as an ordered tuple of operator specs, plus embedding and LM head.
+
+A model spec is frozen and dtype-independent.  The config loaders (`latprof.config_yaml`,
+`latprof.config_hf`) build it; `latprof.model.load_model` picks the loader from the file name.
+Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from functools import cached_property
+
+from latprof.errors import InputError
+
+#: operators a model adds by itself from width and vocab_size; never listed among its layers
+from latprof.registry import build_spec
+from latprof.specs import OpSpec, StateBytes, dtype_bytes
+
+IMPLICIT_OPS = ("embedding", "lm_head")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A decoder: `layers` in order, each one operator block (pre-norm, mixer, residual add).
+
+    A hybrid layer that runs two mixers side by side (Falcon-H1's attention + Mamba2) is two
+    consecutive entries.  `meta_tokens` are learned tokens prepended to every sequence
+    (Nemotron-Flash's `num_memory_tokens`): they lengthen every attention context and the KV cache.
+    `notes` records what a loader approximated, so that it is printed rather than hidden.
+    """
+
+    name: str
+    width: int
+    vocab_size: int
+    layers: tuple[OpSpec, ...]
+    tied_embeddings: bool = False
+    meta_tokens: int = 0
+    source: str | None = None
+    notes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        where = f"model {self.name!r}"
+        for field_name in ("width", "vocab_size"):
+            value = getattr(self, field_name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise InputError(f"{where}: {field_name} must be a positive integer, got {value!r}")
+        if isinstance(self.meta_tokens, bool) or not isinstance(self.meta_tokens, int):
+            raise InputError(f"{where}: meta_tokens must be an integer, got {self.meta_tokens!r}")
+        if self.meta_tokens < 0:
+            raise InputError(f"{where}: meta_tokens must be >= 0, got {self.meta_tokens}")
+        if not isinstance(self.tied_embeddings, bool):
+            raise InputError(f"{where}: tied_embeddings must be true or false")
+        if not isinstance(self.layers, tuple) or not self.layers:
+            raise InputError(f"{where}: the layer list is empty; a model needs at least one layer")
+        for i, layer in enumerate(self.layers):
+            if not isinstance(layer, OpSpec):
+                raise InputError(f"{where}: layer {i} is {layer!r}, not an operator spec")
+            if layer.op in IMPLICIT_OPS:
+                raise InputError(
+                    f"{where}: layer {i} is {layer.op!r}; the embedding and LM head are added "
+                    "from width and vocab_size, do not list them among the layers"
+                )
+            if layer.width != self.width:
+                raise InputError(
+                    f"{where}: layer {i} ({layer.key}) has width {layer.width}, the model "
+                    f"{self.width}; every layer of a residual stream has the model's width"
+                )
+
+    # ---- derived specs -----------------------------------------------------------------------
+    @cached_property
+    def embedding(self) -> OpSpec:
+        return build_spec("embedding", self.width, vocab_size=self.vocab_size)
+
+    @cached_property
+    def lm_head(self) -> OpSpec:
+        return build_spec("lm_head", self.width, vocab_size=self.vocab_size)
+
+    @cached_property
+    def counts(self) -> dict[OpSpec, int]:
+        """Distinct layer specs, in order of first appearance, with how often each occurs."""
+        return dict(Counter(self.layers))
+
+    def groups(self) -> list[tuple[OpSpec, list[int]]]:
+        """Distinct layer specs in order of first appearance, each with its layer positions."""
+        positions: dict[OpSpec, list[int]] = {}
+        for i, layer in enumerate(self.layers):
+            positions.setdefault(layer, []).append(i)
+        return list(positions.items())
+
+    # ---- sizes --------------------------------------------------------------------------------
+    def param_count(self) -> int:
+        """Parameters; tied embeddings are counted once (the LM head then adds its norm only)."""
+        layers = sum(spec.param_count() * n for spec, n in self.counts.items())
+        head = self.lm_head.param_count()
+        if self.tied_embeddings:
+            head -= self.vocab_size * self.width
+        return layers + self.embedding.param_count() + head
+
+    def weight_bytes(self, dtype: str) -> int:
+        return self.param_count() * dtype_bytes(dtype)
+
+    def state_bytes(self, batch: int, context: int, dtype: str) -> StateBytes:
+        """Decode caches for `batch` sequences of up to `context` tokens (meta tokens added)."""
+        total = StateBytes()
+        for spec, n in self.counts.items():
+            total = total + spec.state_bytes(batch, context + self.meta_tokens, dtype).scaled(n)
+        return total
+
+    def summary(self) -> str:
+        ops = Counter(spec.op for spec in self.layers)
+        return ", ".join(f"{n} {op}" for op, n in ops.items())
