@@ -355,3 +355,26 @@ def _parse_sequence(tokens: list[tuple[str, str]], i: int, where: str) -> tuple[
             last = None
             i += 1
     return out, i
+
+
+def model_to_yaml(model: ModelSpec, description: str = "") -> str:
+    """`model` as a latprof YAML config that `load_yaml_model` reads back to an equal ModelSpec:
+    each distinct layer spec a named block with every parameter given, the layers a pattern."""
+    names: dict[OpSpec, str] = {}
+    blocks: dict[str, dict[str, Any]] = {}
+    for spec in model.layers:
+        if spec not in names:
+            names[spec] = f"{spec.op}_{sum(1 for s in names if s.op == spec.op)}"
+            blocks[names[spec]] = {"op": spec.op, **spec.params()}
+    data: dict[str, Any] = {"name": model.name}
+    if description:
+        data["description"] = description
+    data.update(
+        width=model.width,
+        vocab_size=model.vocab_size,
+        tied_embeddings=model.tied_embeddings,
+        meta_tokens=model.meta_tokens,
+        blocks=blocks,
+        pattern=" ".join(names[spec] for spec in model.layers),
+    )
+    return yaml.safe_dump(data, sort_keys=False, width=100)

@@ -332,3 +332,41 @@ def _print_estimate_memory(term: Console, doc: dict) -> None:
         if fit["throughput_note"]:
             line += f" ({fit['throughput_note']})"
         term.print(line, markup=False)
+
+
+def print_frontier(result: Any) -> None:
+    """`latprof frontier`: the budget table in the paper's form, then the best depth per budget."""
+    from rich.markup import escape
+
+    by_loss = result.score != "params"
+    depths = sorted(result.depths)
+    title = (
+        f"{result.family} frontier: batch {result.batch}, {result.generate} tokens after "
+        f"{result.prompt}, LUT {escape(result.lut)} ({escape(str(result.device_name))})"
+    )
+    table = Table(title=title)
+    table.add_column("budget (s)", justify="right")
+    for d in depths:
+        table.add_column(f"depth {d}: width", justify="right")
+        table.add_column("params (B)" + (" / loss" if by_loss else ""), justify="right")
+    if len(depths) > 1:
+        table.add_column(f"ratio d{depths[0]}/d{depths[-1]}", justify="right")
+    table.add_column("best depth", justify="right")
+    for row in result.budgets:
+        cells = [f"{row.budget_s:.4g}"]
+        for d in depths:
+            p = row.best_per_depth[d]
+            if p is None:
+                cells += ["-", "-"]
+                continue
+            flag = "*" if p.status == "extrapolated" else ""
+            size = f"{p.params / 1e9:.3f}" + (f" / {p.loss:.4f}" if by_loss else "")
+            cells += [f"{p.width}{flag}", size]
+        if len(depths) > 1:
+            cells.append(f"{row.ratio:.2f}x" if row.ratio else "-")
+        cells.append(str(row.best_depth) if row.best_depth is not None else "-")
+        table.add_row(*cells)
+    console.print(table)
+    console.print(f"score: {escape(result.score)}; * = extrapolated width")
+    for note in result.notes:
+        console.print(f"note: {escape(note)}")
