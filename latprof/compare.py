@@ -154,6 +154,33 @@ def _missing(points: list[Point], lut_path: Path) -> list[Point]:
 
 
 # ---- the comparison ----------------------------------------------------------------------------
+def _graph_capturable(configs, models, per_op, default_backend):
+    """(configs, models) whose every layer's backend can be graph-captured, and a note per model
+    left out."""
+    from latprof.registry import operator
+
+    kept_configs, kept, skipped = [], [], []
+    for path, model in zip(configs, models, strict=True):
+        blocking = sorted(
+            {
+                spec.op
+                for spec in model.layers
+                if not operator(spec.op)
+                .backend(per_op.get(spec.op, default_backend or "torch"))
+                .graph_capturable
+            }
+        )
+        if blocking:
+            skipped.append(
+                f"{model.name} skipped: its {', '.join(blocking)} step synchronises with the host "
+                "and cannot be captured in a CUDA graph (compare it with --mode eager)"
+            )
+        else:
+            kept_configs.append(path)
+            kept.append(model)
+    return kept_configs, kept, skipped
+
+
 def run_compare(req: CompareRequest, on_progress=None) -> CompareReport:
     from latprof import control, device_info, e2e, grid, sweep
     from latprof.estimate import Estimator
@@ -164,9 +191,19 @@ def run_compare(req: CompareRequest, on_progress=None) -> CompareReport:
         raise InputError("compare needs at least one model config")
     s = req.settings
     batch, device, dtype, mode = s.batch_one, s.device, s.dtype, s.mode
-    models = [load_model(p) for p in req.configs]
+    configs = list(req.configs)
+    models = [load_model(p) for p in configs]
     default_backend, per_op = s.backends.single()
     notes: list[str] = []
+    if mode == "graph":  # a model whose step cannot sit in a CUDA graph is skipped, not fatal
+        configs, models, skipped = _graph_capturable(configs, models, per_op, default_backend)
+        notes += skipped
+        if not models:
+            raise InputError(
+                "no model of the comparison can be captured in a CUDA graph: "
+                + "; ".join(skipped)
+                + ". Compare them with --mode eager."
+            )
 
     def needed(selected) -> list[Point]:
         return grid.model_points(
@@ -252,7 +289,7 @@ def run_compare(req: CompareRequest, on_progress=None) -> CompareReport:
     results = [
         ComparePoint(
             model=models[i].name,
-            source=str(req.configs[i]),
+            source=str(configs[i]),
             operators=len(models[i].layers),
             width=models[i].width,
             context=c,
@@ -268,18 +305,17 @@ def run_compare(req: CompareRequest, on_progress=None) -> CompareReport:
     ]
 
     generations = []
-    if req.generate:
+    if req.generate:  # whole generations the paper's way: one graph replay per token on a GPU
+        from latprof.generate import decode
+
         prompt = req.prompt if req.prompt is not None else s.context[0]
-        if mode == "graph":
-            notes.append(
-                "--generate runs its steps eagerly: a graph per step would re-capture "
-                "every token; its estimate uses the LUT's graph-mode rows"
-            )
         for m in models:
             est_us = estimator.decode_latency_us(m, batch, prompt, req.generate)
-            target = e2e.ModelTarget(m, batch, prompt, dtype, device, "eager", backend_items)
-            wall = e2e.generation_wall_s(target, prompt, req.generate)
-            generations.append(GenerationPoint(m.name, prompt, req.generate, est_us / 1e6, wall))
+            target = e2e.ModelTarget(m, batch, prompt, dtype, device, mode, backend_items)
+            measured_s = decode(target, prompt, req.generate).decode_s
+            generations.append(
+                GenerationPoint(m.name, prompt, req.generate, est_us / 1e6, measured_s)
+            )
 
     return CompareReport(
         device=device,

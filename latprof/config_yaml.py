@@ -47,6 +47,7 @@ TOP_LEVEL_KEYS = (
     "pattern",
     "layers",
     "description",
+    "max_positions",
 )
 #: more layers than this is a typo in a repetition count, not a model
 MAX_LAYERS = 10_000
@@ -183,7 +184,12 @@ def model_from_dict(data: dict, source: str = "<config>", default_name: str = "m
         layers = _layers(data["layers"], resolver, source, data)
     if not layers:
         raise InputError(f"{source}: the layer list is empty; a model needs at least one layer")
-    return ModelSpec(name, width, vocab_size, layers, tied, meta_tokens, source)
+    max_positions = (
+        _int(data, "max_positions", source) if data.get("max_positions") is not None else None
+    )
+    return ModelSpec(
+        name, width, vocab_size, layers, tied, meta_tokens, source, max_positions=max_positions
+    )
 
 
 def _defaults(raw: Any, source: str, parent: dict) -> dict[str, dict[str, Any]]:

@@ -11,7 +11,6 @@ both sides of the comparison then time weights streamed from memory, as in any r
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -154,28 +153,3 @@ def model_measurements(results: Sequence[Result]) -> list[Measurement]:
             raise RuntimeError(f"{r.target.label}: whole-model measurement failed: {r.error}")
         out.append(r.measurement)
     return out
-
-
-@torch.inference_mode()
-def generation_wall_s(target: ModelTarget, prompt: int, generate: int) -> float:
-    """Wall time of `generate` greedy steps after a `prompt`-token (random) cache, one model.
-
-    Positions change every step, so a CUDA graph per step would mean re-capture each token: this
-    runs the steps eagerly, on any device, and says so (mode is forced to eager by the caller)."""
-
-    target.check()
-    model = target.build_model()
-    states = model.allocate_state(target.batch, prompt + generate)
-    fill_caches(model, states)
-    ids = torch.zeros(target.batch, dtype=torch.long, device=target.device)
-    start = prompt + target.model.meta_tokens
-    for pos in range(start, start + 2):  # warm-up (lazy initialisation, allocator)
-        model.step(ids, states, pos)
-    if target.device == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for pos in range(start, start + generate):
-        ids = model.step(ids, states, pos)
-    if target.device == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0

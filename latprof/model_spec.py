@@ -38,6 +38,9 @@ class ModelSpec:
     meta_tokens: int = 0
     source: str | None = None
     notes: tuple[str, ...] = ()
+    #: positions the model was trained for (HF `max_position_embeddings`), meta tokens included;
+    #: None where the config does not say.  `latprof decode` refuses to generate beyond it.
+    max_positions: int | None = None
 
     def __post_init__(self) -> None:
         where = f"model {self.name!r}"
@@ -49,6 +52,12 @@ class ModelSpec:
             raise InputError(f"{where}: meta_tokens must be an integer, got {self.meta_tokens!r}")
         if self.meta_tokens < 0:
             raise InputError(f"{where}: meta_tokens must be >= 0, got {self.meta_tokens}")
+        if self.max_positions is not None and (
+            isinstance(self.max_positions, bool)
+            or not isinstance(self.max_positions, int)
+            or self.max_positions <= 0
+        ):
+            raise InputError(f"{where}: max_positions must be a positive integer or absent")
         if not isinstance(self.tied_embeddings, bool):
             raise InputError(f"{where}: tied_embeddings must be true or false")
         if not isinstance(self.layers, tuple) or not self.layers:

@@ -370,3 +370,45 @@ def print_frontier(result: Any) -> None:
     console.print(f"score: {escape(result.score)}; * = extrapolated width")
     for note in result.notes:
         console.print(f"note: {escape(note)}")
+
+
+def print_decode(doc: dict) -> None:
+    """`latprof decode` as a table, drawn from its `--json` document."""
+    from rich.markup import escape
+
+    table = Table(
+        title=f"decode on {escape(doc['device_name'])} ({doc['device']}, {doc['dtype']}): batch "
+        f"{doc['batch']}, {doc['generate']} tokens after a {doc['prompt']}-token prompt; floor at "
+        f"{doc['bandwidth_gbps']} GB/s"
+    )
+    for col in (
+        "model",
+        "mode",
+        "params",
+        "prefill",
+        "decode",
+        "tokens/s",
+        "step first",
+        "step last",
+        "% floor (last)",
+    ):
+        table.add_column(col, justify="left" if col in ("model", "mode") else "right")
+    for m in doc["models"]:
+        for mode, r in m["results"].items():
+            table.add_row(
+                escape(m["model"]),
+                mode,
+                f"{m['params'] / 1e6:,.1f} M",
+                f"{r['prefill_s']:.3f} s",
+                f"{r['decode_s']:.3f} s",
+                f"{r['tokens_per_s']:,.1f}",
+                fmt_us(r["step_us_first"]),
+                fmt_us(r["step_us_last"]),
+                f"{r['pct_of_roofline_last']:.0f}%",
+            )
+    console.print(table)
+    for m in doc["models"]:
+        if "eager_over_graph" in m:
+            console.print(f"{escape(m['model'])}: eager / graph = {m['eager_over_graph']:.2f}x")
+    for note in doc["notes"]:
+        console.print(f"note: {escape(note)}")

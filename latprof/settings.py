@@ -125,6 +125,24 @@ class BackendRequest:
             per_op[op] = names[0]
         return (self.general[0] if self.general else None), per_op
 
+    def for_ops(self, ops: Iterable[str]) -> dict[str, str]:
+        """One backend per operator for a whole model: its `op=name`, else the general name where
+        the operator has that backend (the registry says), else "torch"."""
+        from latprof.registry import operator
+
+        default, per_op = self.single()
+        out = {}
+        for op in dict.fromkeys(ops):
+            if op in per_op:
+                out[op] = per_op[op]
+            elif default and default in operator(op).backend_names:
+                out[op] = default
+            else:
+                out[op] = "torch"
+        if default and default not in out.values():
+            raise InputError(f"--backend {default}: none of the model's operators has it")
+        return out
+
     def __str__(self) -> str:
         parts = [*self.general, *(f"{op}={n}" for op, names in self.per_op for n in names)]
         return ",".join(parts)

@@ -118,3 +118,15 @@ def test_same_session_control_sums_rows_timed_beside_each_model(configs, tmp_pat
     assert report["summary"]["same_session"]["n"] == 2
     table = runner.invoke(app, args[:-1])
     assert table.exit_code == 0 and "same-session sum" in table.output
+
+
+def test_graph_mode_skips_models_that_cannot_be_captured():
+    from latprof.compare import _graph_capturable
+    from latprof.model_spec import ModelSpec
+    from latprof.registry import build_spec
+
+    dense = ModelSpec("dense", 128, 97, (build_spec("ffn", 128),))
+    moe = ModelSpec("moe", 128, 97, (build_spec("moe", 128, experts=4, top_k=2),))
+    configs, models, notes = _graph_capturable(["a.yaml", "b.yaml"], [dense, moe], {}, None)
+    assert configs == ["a.yaml"] and models == [dense]
+    assert len(notes) == 1 and notes[0].startswith("moe skipped: its moe step synchronises")

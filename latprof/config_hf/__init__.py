@@ -101,4 +101,9 @@ def model_from_hf(data: Any, source: str = "<config.json>", name: str = "model")
         meta_tokens=meta,
         source=source,
         notes=tuple(cfg.notes),
+        max_positions=(
+            cfg.int("max_position_embeddings", minimum=1)
+            if data.get("max_position_embeddings") is not None
+            else None
+        ),
     )

@@ -89,6 +89,35 @@ def gqa_decode_sdpa(
     return out.reshape(batch, heads, head_dim)
 
 
+def gqa_decode_masked(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, pos: torch.Tensor, sdpa: bool
+) -> torch.Tensor:
+    """Decode attention over the whole static cache, positions beyond each sequence's own masked
+    out on the device (what a CUDA graph replayed at every position needs: no shape depends on
+    the position).  Its cost follows the cache length, not the position.
+
+    q: (batch, heads, head_dim)
+    k, v: (batch, max_context, kv_heads, head_dim)
+    pos: (batch,) int32, the position of each sequence's new token (already written to k, v)
+    returns (batch, heads, head_dim)
+    """
+    batch, heads, head_dim = q.shape
+    kv_heads, max_context = k.shape[2], k.shape[1]
+    visible = torch.arange(max_context, device=q.device) <= pos.long()[:, None]  # (batch, ctx)
+    qg = q.view(batch, kv_heads, heads // kv_heads, head_dim)  # (batch, kv_heads, group, head_dim)
+    if sdpa:
+        mask = visible[:, None, None, :]  # (batch, 1, 1, ctx), broadcast over heads and queries
+        out = F.scaled_dot_product_attention(
+            qg, k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, scale=scale
+        )
+        return out.reshape(batch, heads, head_dim)
+    scores = torch.matmul(qg, k.permute(0, 2, 3, 1)).float() * scale  # (batch, kv, group, ctx)
+    scores = scores.masked_fill(~visible[:, None, None, :], float("-inf"))
+    probs = scores.softmax(dim=-1).to(v.dtype)
+    out = torch.matmul(probs, v.transpose(1, 2))  # (batch, kv_heads, group, head_dim)
+    return out.reshape(batch, heads, head_dim)
+
+
 def causal_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
 ) -> torch.Tensor:
@@ -190,16 +219,23 @@ class AttentionBlock(Block):
             k = rms_norm(k, self.k_norm)
         return q, k, v
 
-    def step(self, x: torch.Tensor, state: State, pos: int) -> torch.Tensor:
+    def step(self, x: torch.Tensor, state: State, pos: int | torch.Tensor) -> torch.Tensor:
         """One decode step at position `pos` (= tokens already cached).
 
         x: (batch, width)
         state: k, v (batch, max_context, kv_heads, head_dim); seqlens (batch,) int32;
             cos, sin (max_context, head_dim // 2) float32
+        pos: an int (every sequence at that position; "torch" / "sdpa" then attend over exactly
+            pos + 1 cached positions), or a (batch,) int32 tensor on the device, one position per
+            sequence, never read on the host (what a CUDA graph replayed per token needs; "torch"
+            / "sdpa" then attend over the whole static cache, masked: see `gqa_decode_masked`;
+            "triton" / "flash_attn" read it as their cache_seqlens)
         returns (batch, width)
         """
         q, k, v = self._project(x)  # (batch, heads, hd), (batch, kv_heads, hd) x 2
-        if self.backend in ("torch", "sdpa"):
+        if isinstance(pos, torch.Tensor):
+            out = self._step_at_tensor_positions(q, k, v, state, pos)
+        elif self.backend in ("torch", "sdpa"):
             cos, sin = state["cos"][pos], state["sin"][pos]  # (head_dim // 2,)
             q = apply_rope(q, cos, sin)
             state["k"][:, pos] = apply_rope(k, cos, sin)
@@ -240,6 +276,40 @@ class AttentionBlock(Block):
                 rotary_interleaved=False,
             ).squeeze(1)
         return x + F.linear(out.flatten(-2), self.wo)
+
+    def _step_at_tensor_positions(self, q, k, v, state: State, pos: torch.Tensor) -> torch.Tensor:
+        """The attention of `step` with positions in a device tensor (batch,) int32."""
+        if self.backend in ("torch", "sdpa"):
+            idx = pos.long()  # (batch,)
+            cos, sin = state["cos"][idx][:, None], state["sin"][idx][:, None]  # (batch, 1, hd/2)
+            q = apply_rope(q, cos, sin)
+            rows = torch.arange(q.shape[0], device=q.device)
+            state["k"].index_put_((rows, idx), apply_rope(k, cos, sin))
+            state["v"].index_put_((rows, idx), v)
+            return gqa_decode_masked(
+                q, state["k"], state["v"], self.scale, pos, sdpa=self.backend == "sdpa"
+            )
+        if self.backend == "triton":
+            if self._kernel is None:
+                self._kernel = _import_decode_attention()
+            return self._kernel(
+                q, k, v, state["k"], state["v"], pos, state["cos"], state["sin"], scale=self.scale
+            )
+        from flash_attn import flash_attn_with_kvcache
+
+        return flash_attn_with_kvcache(
+            q.unsqueeze(1),
+            state["k"],
+            state["v"],
+            k=k.unsqueeze(1),
+            v=v.unsqueeze(1),
+            rotary_cos=state["cos_lowp"],
+            rotary_sin=state["sin_lowp"],
+            cache_seqlens=pos,
+            softmax_scale=self.scale,
+            causal=True,
+            rotary_interleaved=False,
+        ).squeeze(1)
 
     def prefill(self, x: torch.Tensor, state: State) -> torch.Tensor:
         """Causal forward over a whole prompt from an empty cache; fills k, v [:, :seq].

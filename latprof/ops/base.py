@@ -5,7 +5,9 @@ LM head.  It is built from a spec (`latprof.specs`) and a backend name, and prov
 
 - `allocate_state(batch, max_context)`: static caches (dict of tensors, shapes fixed up front);
 - `step(x, state, pos)`: one decode step at position `pos` (tokens already in the cache), updating
-  `state` in place; `x: (batch, width)` (token ids `(batch,)` for the embedding);
+  `state` in place; `x: (batch, width)` (token ids `(batch,)` for the embedding); `pos` an int or
+  a `(batch,)` int32 tensor on the device (one position per sequence, never read on the host, as a
+  CUDA graph replayed per token needs); only attention reads it, the recurrent families ignore it;
 - `prefill(x, state)`: the full-sequence forward over `x: (batch, seq, width)` that leaves `state`
   exactly as `seq` decode steps from an empty state would.
 
@@ -125,7 +127,7 @@ class Block(nn.Module):
     def allocate_state(self, batch: int, max_context: int) -> State:
         return {}
 
-    def step(self, x: torch.Tensor, state: State, pos: int) -> torch.Tensor:
+    def step(self, x: torch.Tensor, state: State, pos: int | torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def prefill(self, x: torch.Tensor, state: State) -> torch.Tensor:
