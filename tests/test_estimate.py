@@ -465,3 +465,15 @@ def test_estimator_modules_never_import_torch():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_general_backend_names_the_backend_of_operators_without_rows(tmp_path, model):
+    """`--backend torch` on a LUT without mamba2 rows: --measure-missing measures them with it."""
+    path = tmp_path / "lut.csv"
+    append_rows(path, synthetic_rows([s for s in model_specs(model) if s.op != "mamba2"]))
+    est = Estimator(path, backend="torch")
+    with pytest.raises(MissingSpecs) as info:
+        est.estimate(model, 1, 1000, 10)
+    points = est.missing_points(info.value.missing)
+    assert {spec.op for spec, _ in points} == {"mamba2"}
+    assert {s.backend for _, s in points} == {"torch"}

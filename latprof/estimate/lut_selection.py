@@ -12,6 +12,7 @@ from typing import Any
 
 from latprof.errors import InputError
 from latprof.lut import LUT, SETTING_COLUMNS
+from latprof.registry import operator
 from latprof.settings import BackendRequest
 from latprof.specs import canonical_dtype
 
@@ -160,6 +161,8 @@ class BackendChoice:
             )
         elif self._default in available:
             chosen = self._default
+        elif not available and self._default in operator(op).backend_names:
+            chosen = self._default  # no rows yet: what --measure-missing would measure with
         elif len(available) <= 1:
             chosen = available[0] if available else None
         else:
