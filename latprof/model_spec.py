@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from latprof.errors import InputError
 
@@ -18,6 +18,18 @@ from latprof.registry import build_spec
 from latprof.specs import OpSpec, StateBytes, dtype_bytes
 
 IMPLICIT_OPS = ("embedding", "lm_head")
+
+
+@lru_cache(maxsize=4096)
+def _io_spec(op: str, width: int, vocab_size: int) -> OpSpec:
+    """The embedding or LM head spec of a model (shared: many models have the same few)."""
+    return build_spec(op, width, vocab_size=vocab_size)
+
+
+@lru_cache(maxsize=65536)
+def _spec_params(spec: OpSpec) -> int:
+    """A layer spec's parameter count (shared by the many models of a search)."""
+    return spec.param_count()
 
 
 @dataclass(frozen=True)
@@ -77,13 +89,13 @@ class ModelSpec:
                 )
 
     # ---- derived specs -----------------------------------------------------------------------
-    @cached_property
+    @property
     def embedding(self) -> OpSpec:
-        return build_spec("embedding", self.width, vocab_size=self.vocab_size)
+        return _io_spec("embedding", self.width, self.vocab_size)
 
-    @cached_property
+    @property
     def lm_head(self) -> OpSpec:
-        return build_spec("lm_head", self.width, vocab_size=self.vocab_size)
+        return _io_spec("lm_head", self.width, self.vocab_size)
 
     @cached_property
     def counts(self) -> dict[OpSpec, int]:
@@ -100,7 +112,11 @@ class ModelSpec:
     # ---- sizes --------------------------------------------------------------------------------
     def param_count(self) -> int:
         """Parameters; tied embeddings are counted once (the LM head then adds its norm only)."""
-        layers = sum(spec.param_count() * n for spec, n in self.counts.items())
+        return self._param_count
+
+    @cached_property
+    def _param_count(self) -> int:
+        layers = sum(_spec_params(spec) * n for spec, n in self.counts.items())
         head = self.lm_head.param_count()
         if self.tied_embeddings:
             head -= self.vocab_size * self.width

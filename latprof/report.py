@@ -412,3 +412,32 @@ def print_decode(doc: dict) -> None:
             console.print(f"{escape(m['model'])}: eager / graph = {m['eager_over_graph']:.2f}x")
     for note in doc["notes"]:
         console.print(f"note: {escape(note)}")
+
+
+def print_search(result: Any, out: Any) -> None:
+    """`latprof search`: the Pareto front and what was rejected, and why."""
+    from rich.markup import escape
+
+    direction = "lower" if result.minimize else "higher"
+    table = Table(
+        title=f"search {escape(result.space)}: Pareto front within {result.budget_s:g} s "
+        f"(score {escape(result.score)}, {direction} is better)"
+    )
+    for col in ("latency (s)", "score", "params (M)", "operators", "width", "candidate"):
+        table.add_column(col, justify="left" if col == "candidate" else "right")
+    for c in result.front:
+        table.add_row(
+            f"{c.latency_s:.4g}",
+            f"{c.score:.6g}",
+            f"{c.params / 1e6:,.1f}",
+            str(c.operators),
+            str(c.genome.width),
+            escape(c.key),
+        )
+    console.print(table)
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(result.counts.items()))
+    console.print(f"{result.evaluated} distinct candidates: {counts}")
+    if result.resumed:
+        console.print(f"resumed: {result.resumed} score result(s) taken from the journal")
+    if out is not None:
+        console.print(f"written to {escape(str(out))}: front.csv, front.png, summary.json, top/")

@@ -17,7 +17,7 @@ app = typer.Typer(
 
 def _register() -> None:
     # imported for their @app.command side effect; each module stays import-light
-    from latprof.cli import compare, decode, estimate, frontier, show, sweep  # noqa: F401
+    from latprof.cli import compare, decode, estimate, frontier, search, show, sweep  # noqa: F401
 
 
 def main() -> None:
