@@ -51,6 +51,57 @@ BackendOpt = Annotated[
 ]
 
 
+# ---- options of the commands that read a LUT (estimate, frontier, search) -------------------
+LutDtypeOpt = Annotated[
+    str | None, typer.Option("--dtype", help="float32 | bf16 | fp16 [the LUT's].")
+]
+LutDeviceOpt = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        help="auto | cpu | cuda | a device name; a LUT from another device is refused unless "
+        "--force.",
+    ),
+]
+LutModeOpt = Annotated[str | None, typer.Option("--mode", help="graph | eager [the LUT's].")]
+LutBackendOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--backend",
+        help="NAME for every operator that has it, or op=NAME,... (required where the LUT has "
+        "several).",
+    ),
+]
+ExtrapolateOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-extrapolation",
+        help="Accept values outside the measured contexts / widths (flagged).",
+    ),
+]
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="Use a LUT of another dtype / device / mode / backend.")
+]
+OneBatchOpt = Annotated[str, typer.Option("--batch", help="Sequences decoded together (one).")]
+PromptOpt = Annotated[str, typer.Option("--prompt", help="Prompt tokens (P).")]
+GenerateOpt = Annotated[str, typer.Option("--generate", help="Tokens generated (T).")]
+
+
+def lut_settings(
+    *, device: str, dtype: str | None, mode: str | None, batch: str, backend: str | None
+) -> Settings:
+    """The LUT-reading commands' flags, resolved: what is left out is the LUT's; one batch."""
+    return Settings.resolve(
+        device=device,
+        dtype=dtype,
+        mode=mode,
+        batch=batch,
+        backend=backend,
+        measure=False,
+        one_batch=True,
+    )
+
+
 def measure_settings(
     *,
     device: DeviceChoice,

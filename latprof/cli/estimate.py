@@ -10,8 +10,22 @@ from typing import Annotated
 import typer
 
 from latprof.cli import app
-from latprof.cli.common import JsonOpt, handles_input_errors, print_json
-from latprof.settings import Settings, parse_count
+from latprof.cli.common import (
+    ExtrapolateOpt,
+    ForceOpt,
+    GenerateOpt,
+    JsonOpt,
+    LutBackendOpt,
+    LutDeviceOpt,
+    LutDtypeOpt,
+    LutModeOpt,
+    OneBatchOpt,
+    PromptOpt,
+    handles_input_errors,
+    lut_settings,
+    print_json,
+)
+from latprof.settings import parse_count
 
 EXAMPLES = """Examples:
 
@@ -30,42 +44,18 @@ EXAMPLES = """Examples:
 def estimate(
     config: Annotated[Path, typer.Argument(help="latprof YAML model config or HF config.json.")],
     lut: Annotated[Path | None, typer.Option("--lut", help="LUT CSV from `latprof sweep`.")] = None,
-    batch: Annotated[str, typer.Option("--batch", help="Sequences decoded together (one).")] = "1",
-    prompt: Annotated[str, typer.Option("--prompt", help="Prompt tokens (P).")] = "1024",
-    generate: Annotated[str, typer.Option("--generate", help="Tokens generated (T).")] = "128",
+    batch: OneBatchOpt = "1",
+    prompt: PromptOpt = "1024",
+    generate: GenerateOpt = "128",
     context: Annotated[
         str | None, typer.Option("--context", help="Memory: tokens in the cache [P + T].")
     ] = None,
-    dtype: Annotated[
-        str | None, typer.Option("--dtype", help="float32 | bf16 | fp16 [the LUT's].")
-    ] = None,
-    device: Annotated[
-        str,
-        typer.Option(
-            "--device",
-            help="auto | cpu | cuda | a device name; a LUT from another device is refused "
-            "unless --force.",
-        ),
-    ] = "auto",
-    mode: Annotated[str | None, typer.Option("--mode", help="graph | eager [the LUT's].")] = None,
-    backend: Annotated[
-        str | None,
-        typer.Option(
-            "--backend",
-            help="NAME for every operator that has it, or op=NAME,... (required where the LUT "
-            "has several).",
-        ),
-    ] = None,
-    allow_extrapolation: Annotated[
-        bool,
-        typer.Option(
-            "--allow-extrapolation",
-            help="Accept values outside the measured contexts / widths (flagged).",
-        ),
-    ] = False,
-    force: Annotated[
-        bool, typer.Option("--force", help="Use a LUT of another dtype / device / mode / backend.")
-    ] = False,
+    dtype: LutDtypeOpt = None,
+    device: LutDeviceOpt = "auto",
+    mode: LutModeOpt = None,
+    backend: LutBackendOpt = None,
+    allow_extrapolation: ExtrapolateOpt = False,
+    force: ForceOpt = False,
     measure_missing: Annotated[
         bool, typer.Option("--measure-missing", help="Measure specs the LUT lacks, append them.")
     ] = False,
@@ -84,15 +74,7 @@ def estimate(
     """Estimate decode latency, memory and throughput of a model from a LUT."""
     from latprof.estimate import EstimateRequest, run_estimate
 
-    settings = Settings.resolve(
-        device=device,
-        dtype=dtype,
-        mode=mode,
-        batch=batch,
-        backend=backend,
-        measure=False,
-        one_batch=True,
-    )
+    settings = lut_settings(device=device, dtype=dtype, mode=mode, batch=batch, backend=backend)
     request = EstimateRequest(
         config=config,
         lut=lut,

@@ -10,7 +10,21 @@ from typing import Annotated
 import typer
 
 from latprof.cli import app
-from latprof.cli.common import JsonOpt, handles_input_errors, print_json
+from latprof.cli.common import (
+    ExtrapolateOpt,
+    ForceOpt,
+    GenerateOpt,
+    JsonOpt,
+    LutBackendOpt,
+    LutDeviceOpt,
+    LutDtypeOpt,
+    LutModeOpt,
+    OneBatchOpt,
+    PromptOpt,
+    handles_input_errors,
+    lut_settings,
+    print_json,
+)
 
 EXAMPLES = """Examples:
 
@@ -41,26 +55,22 @@ def frontier(
     budgets: Annotated[
         str, typer.Option("--budgets", help="Latency budgets in seconds (2.5,5,10) or auto.")
     ] = "auto",
-    batch: Annotated[str, typer.Option("--batch", help="Sequences decoded together (one).")] = "1",
-    prompt: Annotated[str, typer.Option("--prompt", help="Prompt tokens (P).")] = "128",
-    generate: Annotated[str, typer.Option("--generate", help="Tokens generated (T).")] = "128",
+    batch: OneBatchOpt = "1",
+    prompt: PromptOpt = "128",
+    generate: GenerateOpt = "128",
     vocab: Annotated[
         int | None, typer.Option("--vocab", help="Vocabulary of the llama family [32000].")
     ] = None,
-    dtype: Annotated[str | None, typer.Option("--dtype", help="The LUT rows' dtype.")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | a name.")] = "auto",
-    mode: Annotated[str | None, typer.Option("--mode", help="graph | eager [the LUT's].")] = None,
-    backend: Annotated[
-        str | None, typer.Option("--backend", help="NAME or op=NAME,... (as for estimate).")
-    ] = None,
+    dtype: LutDtypeOpt = None,
+    device: LutDeviceOpt = "auto",
+    mode: LutModeOpt = None,
+    backend: LutBackendOpt = None,
     loss_model: Annotated[
         Path | None,
         typer.Option("--loss-model", help="YAML loss law in depth, width, params, tokens."),
     ] = None,
-    allow_extrapolation: Annotated[
-        bool, typer.Option("--allow-extrapolation", help="Use widths outside the LUT (flagged).")
-    ] = False,
-    force: Annotated[bool, typer.Option("--force", help="Use a LUT of other settings.")] = False,
+    allow_extrapolation: ExtrapolateOpt = False,
+    force: ForceOpt = False,
     measure_missing: Annotated[
         bool, typer.Option("--measure-missing", help="Measure the rows the grid lacks, first.")
     ] = False,
@@ -74,17 +84,9 @@ def frontier(
     """Per depth, the widest model within each latency budget, and its parameters."""
     from latprof import frontier as fr
     from latprof.estimate import Estimator
-    from latprof.settings import Settings, parse_count, parse_counts
+    from latprof.settings import parse_count, parse_counts
 
-    settings = Settings.resolve(
-        device=device,
-        dtype=dtype,
-        mode=mode,
-        batch=batch,
-        backend=backend,
-        measure=False,
-        one_batch=True,
-    )
+    settings = lut_settings(device=device, dtype=dtype, mode=mode, batch=batch, backend=backend)
     fam = fr.load_family(family, vocab)
     loss = fr.LossModel.load(loss_model) if loss_model else None
     query = dict(
@@ -96,17 +98,9 @@ def frontier(
     width_list, budget_list = fr.parse_widths(widths), fr.parse_budgets(budgets)
 
     def estimators() -> tuple[Estimator, Estimator | None]:
-        kw = dict(
-            dtype=settings.dtype,
-            device=settings.device or "auto",
-            mode=settings.mode,
-            backend=settings.backends,
-            force=force,
-        )
-        strict = Estimator(lut, **kw)
-        return strict, (
-            Estimator(strict.lut, allow_extrapolation=True, **kw) if allow_extrapolation else None
-        )
+        strict = Estimator.for_settings(lut, settings, force=force)
+        loose = Estimator.for_settings(strict.lut, settings, allow_extrapolation=True, force=force)
+        return strict, (loose if allow_extrapolation else None)
 
     strict, loose = estimators()
     notes = []

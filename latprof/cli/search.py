@@ -8,7 +8,21 @@ from typing import Annotated
 import typer
 
 from latprof.cli import app
-from latprof.cli.common import JsonOpt, handles_input_errors, print_json
+from latprof.cli.common import (
+    ExtrapolateOpt,
+    ForceOpt,
+    GenerateOpt,
+    JsonOpt,
+    LutBackendOpt,
+    LutDeviceOpt,
+    LutDtypeOpt,
+    LutModeOpt,
+    OneBatchOpt,
+    PromptOpt,
+    handles_input_errors,
+    lut_settings,
+    print_json,
+)
 
 EXAMPLES = """Examples:
 
@@ -31,9 +45,9 @@ def search(
     budget_s: Annotated[
         float | None, typer.Option("--budget-s", help="Decode latency budget, seconds.")
     ] = None,
-    batch: Annotated[str, typer.Option("--batch", help="Sequences decoded together (one).")] = "1",
-    prompt: Annotated[str, typer.Option("--prompt", help="Prompt tokens (P).")] = "128",
-    generate: Annotated[str, typer.Option("--generate", help="Tokens generated (T).")] = "128",
+    batch: OneBatchOpt = "1",
+    prompt: PromptOpt = "128",
+    generate: GenerateOpt = "128",
     score: Annotated[
         str,
         typer.Option("--score", help='params | python:module:function | cmd:"COMMAND".'),
@@ -55,14 +69,12 @@ def search(
         Path | None,
         typer.Option("--out", help="Folder: journal (resume), front CSV / PNG, top configs."),
     ] = None,
-    dtype: Annotated[str | None, typer.Option("--dtype", help="The LUT rows' dtype.")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | a name.")] = "auto",
-    mode: Annotated[str | None, typer.Option("--mode", help="graph | eager [the LUT's].")] = None,
-    backend: Annotated[str | None, typer.Option("--backend", help="As for estimate.")] = None,
-    allow_extrapolation: Annotated[
-        bool, typer.Option("--allow-extrapolation", help="Accept extrapolated latencies.")
-    ] = False,
-    force: Annotated[bool, typer.Option("--force", help="Use a LUT of other settings.")] = False,
+    dtype: LutDtypeOpt = None,
+    device: LutDeviceOpt = "auto",
+    mode: LutModeOpt = None,
+    backend: LutBackendOpt = None,
+    allow_extrapolation: ExtrapolateOpt = False,
+    force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Search the space for the best-scoring models within the latency budget."""
@@ -70,7 +82,7 @@ def search(
     from latprof.errors import InputError
     from latprof.estimate import Estimator
     from latprof.report import print_search, progress_bar
-    from latprof.settings import Settings, parse_count
+    from latprof.settings import parse_count
 
     if (budget_ms is None) == (budget_s is None):
         raise InputError("give the latency budget once: --budget-ms X or --budget-s X")
@@ -80,26 +92,12 @@ def search(
             raise InputError(f"--{name} must be between {low} and 100000, got {value}")
     if not 0 < score_timeout < 1e6:
         raise InputError(f"--score-timeout must be positive seconds, got {score_timeout}")
-    settings = Settings.resolve(
-        device=device,
-        dtype=dtype,
-        mode=mode,
-        batch=batch,
-        backend=backend,
-        measure=False,
-        one_batch=True,
-    )
+    settings = lut_settings(device=device, dtype=dtype, mode=mode, batch=batch, backend=backend)
     space_spec = se.Space.load(space)
     scorer = se.Score(score, score_timeout)
     scorer.check()
-    est = Estimator(
-        lut,
-        dtype=settings.dtype,
-        device=settings.device or "auto",
-        mode=settings.mode,
-        backend=settings.backends,
-        allow_extrapolation=allow_extrapolation,
-        force=force,
+    est = Estimator.for_settings(
+        lut, settings, allow_extrapolation=allow_extrapolation, force=force
     )
     runner = se.Search(
         space_spec,

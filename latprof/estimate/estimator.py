@@ -23,7 +23,7 @@ from latprof.grid import Point, dedupe, points_for
 from latprof.lut import ANY_CONTEXT, LUT
 from latprof.model_spec import ModelSpec
 from latprof.registry import build_spec
-from latprof.settings import BackendRequest
+from latprof.settings import BackendRequest, Settings
 from latprof.specs import OpSpec
 
 
@@ -53,6 +53,27 @@ class Estimator:
         self.allow_extrapolation, self.force = allow_extrapolation, force
         self._sums: dict[tuple, float] = {}
         self._io: dict[tuple[int, int], tuple[OpSpec, OpSpec]] = {}
+
+    @classmethod
+    def for_settings(
+        cls,
+        lut: LUT | str | Path,
+        settings: Settings,
+        *,
+        allow_extrapolation: bool = False,
+        force: bool = False,
+    ) -> Estimator:
+        """The Estimator of a command's resolved settings (`Settings.resolve(measure=False)`):
+        what they leave out is the LUT's."""
+        return cls(
+            lut,
+            dtype=settings.dtype,
+            device=settings.device or "auto",
+            mode=settings.mode,
+            backend=settings.backends,
+            allow_extrapolation=allow_extrapolation,
+            force=force,
+        )
 
     @property
     def notes(self) -> list[str]:

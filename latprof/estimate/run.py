@@ -166,15 +166,8 @@ def _memory_dtype(req: EstimateRequest) -> str:
 
 
 def _estimator(req: EstimateRequest) -> Estimator:
-    s = req.settings
-    return Estimator(
-        req.lut,
-        dtype=s.dtype,
-        device=s.device or "auto",
-        mode=s.mode,
-        backend=s.backends,
-        allow_extrapolation=req.allow_extrapolation,
-        force=req.force,
+    return Estimator.for_settings(
+        req.lut, req.settings, allow_extrapolation=req.allow_extrapolation, force=req.force
     )
 
 
