@@ -342,11 +342,20 @@ def auto_budgets(points: list[GridPoint], depths: Sequence[int]) -> tuple[float,
     if hi <= lo:
         return (_round3(lo),)
     ratio = (hi / lo) ** (1 / (AUTO_BUDGETS - 1))
-    return tuple(dict.fromkeys(_round3(lo * ratio**i) for i in range(AUTO_BUDGETS)))
+    # the first budget rounded up, so every depth really has a model within it
+    first = _round3_up(lo)
+    rest = (_round3(lo * ratio**i) for i in range(1, AUTO_BUDGETS))
+    return tuple(dict.fromkeys((first, *(b for b in rest if b > first))))
 
 
 def _round3(x: float) -> float:
     return float(f"{x:.3g}")
+
+
+def _round3_up(x: float) -> float:
+    """`x` rounded up to three significant digits."""
+    scale = 10 ** (math.floor(math.log10(x)) - 2)
+    return float(f"{math.ceil(x / scale - 1e-9) * scale:.6g}")
 
 
 def budget_rows(

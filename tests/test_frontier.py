@@ -248,3 +248,17 @@ def test_example_family_and_loss_model_load():
     assert model.summary() == "3 deltanet, 12 ffn, 6 mamba2, 3 attention"
     loss = fr.LossModel.load(root / "chinchilla-loss.yaml")
     assert loss.loss(12, 1024, 10**9) < loss.loss(12, 1024, 10**8)  # more parameters, lower loss
+
+
+def test_the_first_auto_budget_holds_every_depth():
+    """4.0549 s would round to 4.05 and leave out the depth whose fastest model takes it."""
+    pts = [
+        fr.GridPoint(12, 256, 1, 3.0),
+        fr.GridPoint(12, 512, 2, 9.0),
+        fr.GridPoint(24, 256, 1, 4.0549),
+        fr.GridPoint(24, 512, 2, 12.0),
+    ]
+    budgets = fr.auto_budgets(pts, (12, 24))
+    assert budgets[0] == 4.06 and budgets == tuple(sorted(budgets))
+    rows = fr.budget_rows(pts, (12, 24), budgets, by_loss=False)
+    assert all(p is not None for p in rows[0].best_per_depth.values())
