@@ -154,9 +154,9 @@ def _missing(points: list[Point], lut_path: Path) -> list[Point]:
 
 
 # ---- the comparison ----------------------------------------------------------------------------
-def _graph_capturable(configs, models, per_op, default_backend):
-    """(configs, models) whose every layer's backend can be graph-captured, and a note per model
-    left out."""
+def _graph_capturable(configs, models, backends: dict[str, str]):
+    """(configs, models) whose every layer's backend (`backends`: op -> name) can be
+    graph-captured, and a note per model left out."""
     from latprof.registry import operator
 
     kept_configs, kept, skipped = [], [], []
@@ -165,9 +165,7 @@ def _graph_capturable(configs, models, per_op, default_backend):
             {
                 spec.op
                 for spec in model.layers
-                if not operator(spec.op)
-                .backend(per_op.get(spec.op, default_backend or "torch"))
-                .graph_capturable
+                if not operator(spec.op).backend(backends.get(spec.op, "torch")).graph_capturable
             }
         )
         if blocking:
@@ -193,10 +191,12 @@ def run_compare(req: CompareRequest, on_progress=None) -> CompareReport:
     batch, device, dtype, mode = s.batch_one, s.device, s.dtype, s.mode
     configs = list(req.configs)
     models = [load_model(p) for p in configs]
-    default_backend, per_op = s.backends.single()
+    # one backend per operator, chosen as the estimate chooses its rows: `op=name`, else the
+    # general name where the operator has it, else torch
+    backends_used = s.backends.for_ops(sorted({spec.op for m in models for spec in m.layers}))
     notes: list[str] = []
     if mode == "graph":  # a model whose step cannot sit in a CUDA graph is skipped, not fatal
-        configs, models, skipped = _graph_capturable(configs, models, per_op, default_backend)
+        configs, models, skipped = _graph_capturable(configs, models, backends_used)
         notes += skipped
         if not models:
             raise InputError(
@@ -213,7 +213,7 @@ def run_compare(req: CompareRequest, on_progress=None) -> CompareReport:
             dtype=dtype,
             device=device,
             mode=mode,
-            backends=s.backends,
+            backends=backends_used,
         )
 
     measured_missing = 0
@@ -253,8 +253,7 @@ def run_compare(req: CompareRequest, on_progress=None) -> CompareReport:
     env = environment(device)  # on a CPU: fixed thread count, flush denormals, as a sweep
     llc = env["llc_bytes"]
     backends_used = {
-        op: per_op.get(op, default_backend or "torch")
-        for op in sorted({spec.op for m in models for spec in m.layers})
+        op: backends_used[op] for op in sorted({sp.op for m in models for sp in m.layers})
     }
     backend_items = tuple(sorted(backends_used.items()))
     targets = {

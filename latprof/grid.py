@@ -33,7 +33,7 @@ from latprof.errors import InputError
 from latprof.lut import ANY_CONTEXT, Setting
 from latprof.model_spec import ModelSpec
 from latprof.registry import OPERATOR_NAMES, build_spec, operator, spec_from_key
-from latprof.settings import BackendRequest, Settings, resolve_mode
+from latprof.settings import Settings, resolve_mode
 from latprof.specs import OpSpec
 
 PHASES = ("decode", "prefill")
@@ -174,12 +174,12 @@ def model_points(
     dtype: str,
     device: str,
     mode: str,
-    backends: BackendRequest,
+    backends: dict[str, str],
 ) -> list[Point]:
     """The decode rows whose sum is each model's estimate at these contexts, exactly (no
     interpolation): every layer spec, the embedding and the LM head; attention at the context
-    plus the model's meta tokens.  One backend per operator (`backends.single()`, default torch)."""
-    default, per_op = backends.single()
+    plus the model's meta tokens.  `backends`: op -> backend (`BackendRequest.for_ops`); an
+    operator not named runs torch."""
     batches, contexts = tuple(batches), tuple(contexts)
     points: list[Point] = []
     for model in models:
@@ -191,7 +191,7 @@ def model_points(
                 contexts=[c + model.meta_tokens for c in contexts],
                 dtype=dtype,
                 device=device,
-                backend=per_op.get(spec.op, default or "torch"),
+                backend=backends.get(spec.op, "torch"),
                 mode=mode,
             )
     return dedupe(points)

@@ -32,7 +32,7 @@ from latprof.errors import InputError
 from latprof.lut import Setting
 from latprof.ops import backend_unavailable, build_block, torch_dtype
 from latprof.registry import operator
-from latprof.specs import OpSpec
+from latprof.specs import OpSpec, dtype_bytes
 from latprof.timing import (
     Measurement,
     TimerConfig,
@@ -133,7 +133,7 @@ class OperatorTarget:
     def bytes_per_copy(self) -> int:
         s = self.setting
         state = self.spec.state_bytes(s.batch, max_context_for(s.context), s.dtype)
-        return self.spec.param_count() * torch.finfo(torch_dtype(s.dtype)).bits // 8 + state.total
+        return self.spec.param_count() * dtype_bytes(s.dtype) + state.total
 
     def check(self) -> None:
         s = self.setting

@@ -17,6 +17,7 @@ prints one number.  Nothing here imports torch.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -245,8 +246,6 @@ class Genome:
 
 
 def _short(key: str) -> str:
-    import hashlib
-
     return hashlib.sha1(key.encode()).hexdigest()[:10]
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from latprof.errors import InputError
-from latprof.registry import OPERATOR_NAMES
+from latprof.registry import OPERATOR_NAMES, operator
 from latprof.specs import canonical_dtype
 
 DEVICES = ("cpu", "cuda")
@@ -128,8 +128,6 @@ class BackendRequest:
     def for_ops(self, ops: Iterable[str]) -> dict[str, str]:
         """One backend per operator for a whole model: its `op=name`, else the general name where
         the operator has that backend (the registry says), else "torch"."""
-        from latprof.registry import operator
-
         default, per_op = self.single()
         out = {}
         for op in dict.fromkeys(ops):

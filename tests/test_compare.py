@@ -127,6 +127,6 @@ def test_graph_mode_skips_models_that_cannot_be_captured():
 
     dense = ModelSpec("dense", 128, 97, (build_spec("ffn", 128),))
     moe = ModelSpec("moe", 128, 97, (build_spec("moe", 128, experts=4, top_k=2),))
-    configs, models, notes = _graph_capturable(["a.yaml", "b.yaml"], [dense, moe], {}, None)
+    configs, models, notes = _graph_capturable(["a.yaml", "b.yaml"], [dense, moe], {})
     assert configs == ["a.yaml"] and models == [dense]
     assert len(notes) == 1 and notes[0].startswith("moe skipped: its moe step synchronises")

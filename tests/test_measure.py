@@ -46,7 +46,6 @@ def test_same_session_rows_make_an_in_memory_estimator():
     env = measure.environment("cpu", threads=1)
     targets = [e2e.ModelTarget(model, 1, 16, "float32", "cpu", "eager")]
     from latprof.grid import model_points
-    from latprof.settings import BackendRequest
 
     points = model_points(
         [model],
@@ -55,7 +54,7 @@ def test_same_session_rows_make_an_in_memory_estimator():
         dtype="float32",
         device="cpu",
         mode="eager",
-        backends=BackendRequest(),
+        backends={},
     )
     assert {spec.op for spec, _ in points} == {"attention", "ffn", "embedding", "lm_head"}
     rows, ms = measure_together(points, targets, env, FAST)

@@ -75,3 +75,18 @@ def test_backend_requests():
         r.single()
     with pytest.raises(InputError, match="unknown operator 'atention'"):
         BackendRequest.parse("atention=sdpa")
+
+
+def test_one_backend_per_operator_of_a_model():
+    """As the estimate chooses rows: op=name, else the general name where the operator has it,
+    else torch; a general name no operator has is an error."""
+    r = BackendRequest.parse("triton,ffn=torch")
+    assert r.for_ops(["attention", "ffn", "mamba2", "deltanet"]) == {
+        "attention": "triton",
+        "ffn": "torch",
+        "mamba2": "triton",
+        "deltanet": "torch",
+    }
+    assert BackendRequest().for_ops(["attention"]) == {"attention": "torch"}
+    with pytest.raises(InputError, match="none of the model's operators has it"):
+        BackendRequest.parse("fla").for_ops(["attention", "ffn"])
