@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,7 @@ def llama_family(vocab_size: int = LLAMA_VOCAB) -> Family:
     """Llama blocks: attention (head_dim 128, heads = width / 128, KV heads the largest divisor
     of heads at most heads / 4, RoPE) and a SwiGLU FFN of 3 x width rounded to 128; untied."""
 
+    @cache  # a grid asks for each width's block once per depth
     def block(width: int) -> tuple[OpSpec, ...]:
         if width % LLAMA_WIDTH_MULTIPLE:
             raise InputError(
@@ -104,6 +106,7 @@ def template_family(path: str | Path) -> Family:
         one.update(width=width, pattern=data["block"])
         return model_from_dict(one, str(path), name)
 
+    @cache  # a grid asks for each width's block once per depth
     def block(width: int) -> tuple[OpSpec, ...]:
         try:
             return one_block(width).layers
