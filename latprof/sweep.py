@@ -136,8 +136,10 @@ def run_sweep(
     config: TimerConfig | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
     command: str = "",
+    run_info: dict[str, Any] | None = None,
 ) -> SweepSummary:
-    """Measure every point not yet in `lut_path`, appending rows as they are measured."""
+    """Measure every point not yet in `lut_path`, appending rows as they are measured.
+    `run_info` is added to this run's provenance (e.g. the shard, `latprof.shard.provenance`)."""
     t0 = time.perf_counter()
     lut_path = Path(lut_path)
     if not points:
@@ -167,6 +169,7 @@ def run_sweep(
             "versions": versions(),
             "points": len(points),
             "host": platform.node(),
+            **(run_info or {}),
         },
     )
     done = existing_keys(lut_path)

@@ -17,7 +17,16 @@ app = typer.Typer(
 
 def _register() -> None:
     # imported for their @app.command side effect; each module stays import-light
-    from latprof.cli import compare, decode, estimate, frontier, search, show, sweep  # noqa: F401
+    from latprof.cli import (  # noqa: F401
+        compare,
+        decode,
+        estimate,
+        frontier,
+        merge,
+        search,
+        show,
+        sweep,
+    )
 
 
 def main() -> None:

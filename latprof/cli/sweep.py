@@ -23,6 +23,15 @@ from latprof.cli.common import (
     measure_settings,
     print_json,
 )
+from latprof.cli.fleet import (
+    Fleet,
+    GpusOpt,
+    ProgressFileOpt,
+    RayOpt,
+    ShardOpt,
+    ShardsOpt,
+    WorkersOpt,
+)
 from latprof.errors import InputError
 from latprof.settings import parse_counts, parse_names, resolve_device
 
@@ -35,6 +44,10 @@ Examples:
   --context 128,1024 --out X.csv
 
   latprof sweep --op-spec 'ffn(width=2048,ffn_dim=6144,activation=swiglu)' --batch 1,8 --out X.csv
+
+  latprof sweep --spec luts/default.yaml --gpus all --out luts/h100.csv
+
+  latprof sweep --spec luts/default.yaml --shard 3/8 --out shards/shard-3.csv
 """
 
 
@@ -63,12 +76,22 @@ def sweep(
         int | None,
         typer.Option("--samples", help="Timed samples per row (default 21 cpu, 30 cuda)."),
     ] = None,
+    shard: ShardOpt = None,
+    gpus: GpusOpt = None,
+    workers: WorkersOpt = None,
+    ray: RayOpt = None,
+    shards: ShardsOpt = None,
+    progress_file: ProgressFileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure operator decode steps on this device; rows are appended to --out as measured.
 
-    A re-run of the same command measures only what is missing."""
+    A re-run of the same command measures only what is missing.  --shard, --gpus, --workers
+    and --ray split the grid (README, "Sweeping a fleet")."""
     from latprof import grid
+
+    fleet = Fleet(shard, gpus, workers, ray, shards, progress_file)
+    fleet.check()
 
     if spec is None and ops is None and not op_spec:
         raise InputError("say what to measure: --spec FILE, --ops LIST or --op-spec KEY")
@@ -95,7 +118,7 @@ def sweep(
             phases=_phases(phase),
             op_specs=tuple(op_spec or ()),
         )
-    run(request, out, threads=threads, samples=samples, as_json=as_json)
+    run(request, out, threads=threads, samples=samples, as_json=as_json, fleet=fleet)
 
 
 def _phases(text: str) -> tuple[str, ...]:
@@ -108,7 +131,17 @@ def _phases(text: str) -> tuple[str, ...]:
     return phases
 
 
-def run(request, out: Path, *, threads: int | None, samples: int | None, as_json: bool) -> None:
+def run(
+    request,
+    out: Path,
+    *,
+    threads: int | None,
+    samples: int | None,
+    as_json: bool,
+    fleet: Fleet | None = None,
+) -> None:
+    from latprof import shard as sharding
+    from latprof.cli.fleet import run_fleet
     from latprof.grid import expand
     from latprof.registry import operator
     from latprof.report import progress_bar, sweep_summary_table
@@ -122,11 +155,47 @@ def run(request, out: Path, *, threads: int | None, samples: int | None, as_json
     config = TimerConfig.for_device(request.settings.device)
     if samples:
         config.samples = samples
+    fleet = fleet or Fleet()
+    if run_fleet(
+        request, out, fleet, threads=threads, config=config, points=points, as_json=as_json
+    ):
+        return
+    run_info = None
+    if fleet.shard is not None:
+        part = sharding.Shard.parse(fleet.shard)
+        run_info = {"shard": sharding.provenance(points, part)}
+        points = sharding.select(points, part)
+        if not points:  # more shards than points: this one has nothing to do
+            empty = {"lut_path": str(out), "shard": fleet.shard, "points_total": 0, "measured": 0}
+            if as_json:
+                print_json(empty)
+            else:
+                print(f"shard {part} of this grid has no points")
+            return
     with progress_bar(enabled=not as_json) as on_progress:
         summary = run_sweep(
-            points, out, threads=threads, config=config, on_progress=on_progress, command=command
+            points,
+            out,
+            threads=threads,
+            config=config,
+            on_progress=_progress_to_file(fleet.progress_file, on_progress),
+            command=command,
+            run_info=run_info,
         )
     if as_json:
         print_json(summary.as_dict())
     else:
         sweep_summary_table(summary)
+
+
+def _progress_to_file(path: Path | None, on_progress):
+    """A worker (`latprof.workers`) also reports its progress to the parent through a file."""
+    if path is None:
+        return on_progress
+    from latprof.workers import write_progress
+
+    def update(done: int, total: int, label: str) -> None:
+        write_progress(path, done, total)
+        on_progress(done, total, label)
+
+    return update
