@@ -45,7 +45,7 @@ class Worker:
         prefix = " ".join(
             f"{k}={shlex.quote(v)}" for k, v in self.env.items() if k.startswith("CUDA")
         )
-        return (prefix + " " if prefix else "") + shlex.join(["latprof", *self.args])
+        return (prefix + " " if prefix else "") + shlex.join(["latprof", "sweep", *self.args])
 
 
 @dataclass
@@ -146,6 +146,14 @@ def cpu_workers(count: int, sweep_args: Sequence[str], threads: int | None) -> l
         env = {"OMP_NUM_THREADS": str(n), "MKL_NUM_THREADS": str(n)}
         workers.append(Worker(Shard(i, count), label, args, env=env, cores=cores))
     return workers
+
+
+def pinning() -> dict[str, Any]:
+    """Where this process may run: recorded in a shard's provenance."""
+    return {
+        "cpu_affinity": sorted(os.sched_getaffinity(0)),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
 
 
 # ---- running -----------------------------------------------------------------------------------

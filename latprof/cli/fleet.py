@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 
 from latprof.errors import InputError
@@ -58,6 +57,7 @@ class Fleet:
     ray: str | None = None
     shards: int | None = None
     progress_file: Path | None = None
+    ctx: typer.Context | None = None  # the parsed command line, for workers' and re-run commands
 
     def check(self) -> None:
         chosen = [
@@ -83,13 +83,12 @@ class Fleet:
             raise InputError(f"--workers must be at least 1, got {self.workers}")
 
 
-def command_args(drop: set[str]) -> list[str]:
-    """The running command's options (as parsed), without those in `drop`: what a worker or a
-    re-run needs to sweep the same grid."""
-    ctx = click.get_current_context()
+def command_args(ctx: typer.Context, drop: set[str]) -> list[str]:
+    """The command's options (as parsed), without those in `drop`: what a worker or a re-run
+    needs to sweep the same grid."""
     args: list[str] = []
     for param in ctx.command.params:
-        if param.name in drop or not isinstance(param, click.Option):
+        if param.name in drop or getattr(param, "param_type_name", "") != "option":
             continue
         value = ctx.params.get(param.name)
         if value is None or value is False or value == () or value == []:
@@ -106,7 +105,7 @@ def command_args(drop: set[str]) -> list[str]:
 def run_fleet(request, out: Path, fleet: Fleet, *, threads, config, points, as_json) -> bool:
     """Run --gpus / --workers / --ray; False when none was asked for (a plain sweep)."""
     from latprof.cli.common import print_json
-    from latprof.report import console, progress_bar
+    from latprof.report import console, err_console, progress_bar
 
     if fleet.gpus is None and fleet.workers is None and fleet.ray is None:
         return False
@@ -116,7 +115,7 @@ def run_fleet(request, out: Path, fleet: Fleet, *, threads, config, points, as_j
     else:
         from latprof import workers as w
 
-        base = command_args(_NOT_INHERITED_BY_WORKERS)
+        base = command_args(fleet.ctx, _NOT_INHERITED_BY_WORKERS)
         if fleet.gpus is not None:
             import torch
 
@@ -140,7 +139,7 @@ def run_fleet(request, out: Path, fleet: Fleet, *, threads, config, points, as_j
             f"there, {result['errors']} errors, {result['oom']} out of memory"
         )
     for failure in result["failed"]:
-        console.print(f"[red]failed:[/] {failure}", highlight=False)
+        err_console.print(f"[red]failed:[/] {failure}", highlight=False)
     if result["failed"]:
         raise typer.Exit(1)
     return True
@@ -163,7 +162,7 @@ def _ray(fleet: Fleet, out: Path, *, points, threads, config, as_json) -> dict[s
     if not ray.is_initialized():
         ray.init(address=address, **init)
     count = fleet.shards or _cluster_slots(ray, device, threads)
-    base = command_args(_NOT_INHERITED)
+    base = command_args(fleet.ctx, _NOT_INHERITED)
     done = existing_keys(out)
     plan = []
     for shard_points, index in zip(sh.partition(points, count), range(count), strict=True):

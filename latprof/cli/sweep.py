@@ -54,6 +54,7 @@ Examples:
 @app.command(epilog=EXAMPLES)
 @handles_input_errors
 def sweep(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", help="LUT CSV to append to (created if absent).")],
     spec: Annotated[
         Path | None, typer.Option("--spec", help="Sweep spec YAML (luts/*.yaml).")
@@ -90,7 +91,7 @@ def sweep(
     and --ray split the grid (README, "Sweeping a fleet")."""
     from latprof import grid
 
-    fleet = Fleet(shard, gpus, workers, ray, shards, progress_file)
+    fleet = Fleet(shard, gpus, workers, ray, shards, progress_file, ctx)
     fleet.check()
 
     if spec is None and ops is None and not op_spec:
@@ -147,6 +148,7 @@ def run(
     from latprof.report import progress_bar, sweep_summary_table
     from latprof.sweep import run_sweep
     from latprof.timing import TimerConfig
+    from latprof.workers import pinning
 
     for op in request.ops:
         operator(op)  # unknown operator -> InputError listing the valid ones
@@ -163,7 +165,7 @@ def run(
     run_info = None
     if fleet.shard is not None:
         part = sharding.Shard.parse(fleet.shard)
-        run_info = {"shard": sharding.provenance(points, part)}
+        run_info = {"shard": sharding.provenance(points, part), "pinning": pinning()}
         points = sharding.select(points, part)
         if not points:  # more shards than points: this one has nothing to do
             empty = {"lut_path": str(out), "shard": fleet.shard, "points_total": 0, "measured": 0}
