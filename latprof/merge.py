@@ -62,12 +62,14 @@ def _identity(table: lut.LUT) -> dict[str, set]:
 
 
 def differences(tables: Sequence[lut.LUT]) -> list[str]:
-    """One sentence per field on which the inputs disagree (empty: they may be merged)."""
+    """One sentence per field on which the inputs disagree (empty: they may be merged).  The
+    device must be one across all rows; the other fields must be the same in every input that
+    has any (an input's own mix, e.g. rows of two dtypes from two sweeps, merges with its like)."""
     idents = [_identity(t) for t in tables]
     out = []
     for name in idents[0]:
-        union = set().union(*(i[name] for i in idents))
-        if len(union) > 1:
+        sets = {frozenset(i[name]) for i in idents if i[name]}
+        if (len(set().union(*sets)) > 1) if name == "device" else (len(sets) > 1):
             each = "; ".join(
                 f"{t.path}: {', '.join(sorted(i[name])) or '(none)'}"
                 for t, i in zip(tables, idents, strict=True)
@@ -198,8 +200,9 @@ def _merge_into(out: Path, tables: list[lut.LUT], force: bool) -> MergeSummary:
         raise InputError(
             "refusing to merge LUTs that were not measured alike: "
             + "; ".join(diffs)
-            + ". A LUT holds one device's rows of one dtype, measured with one latprof and one "
-            "set of backend versions; pass --force to merge anyway (recorded in the sidecar)"
+            + ". Rows measured on another device, in another dtype or with other versions of "
+            "latprof or its backends are not comparable; pass --force to merge anyway (the "
+            "difference is recorded in the merged sidecar)"
         )
     summary.forced = diffs
     rows, summary.duplicates_dropped = merged_rows(tables)

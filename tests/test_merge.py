@@ -204,3 +204,15 @@ def test_show_and_estimate_read_a_merged_lut_like_the_whole(tmp_path, flash_rows
     assert estimate(out)["totals"] == estimate(whole)["totals"]
     shown = runner.invoke(app, ["show", str(out), "--json"])
     assert shown.exit_code == 0 and len(json.loads(shown.stdout)["rows"]) == len(flash_rows)
+
+
+def test_inputs_with_the_same_mix_of_dtypes_merge(tmp_path, flash_rows):
+    mixed = [*flash_rows[:2], *[{**r, "dtype": "bf16"} for r in flash_rows[:2]]]
+    a = _write(tmp_path / "a.csv", mixed)
+    b = _write(
+        tmp_path / "b.csv", [*flash_rows[2:4], *[{**r, "dtype": "bf16"} for r in flash_rows[2:4]]]
+    )
+    assert merge.merge_luts([a, b], tmp_path / "m.csv").rows_out == 8
+    c = _write(tmp_path / "c.csv", flash_rows[4:6])  # float32 only: not a's dtypes
+    with pytest.raises(merge.InputError, match="dtype differs"):
+        merge.merge_luts([a, c], tmp_path / "m.csv")
