@@ -56,6 +56,9 @@ def sweep_shard(
     """Run in a Ray worker: sweep these points into a fresh LUT; return its CSV and sidecar."""
     from latprof import lut
     from latprof.sweep import run_sweep
+    from latprof.workers import pinning
+
+    run_info = {**run_info, "pinning": pinning()}  # what Ray gave this task
 
     with tempfile.TemporaryDirectory(prefix="latprof-ray-") as tmp:
         path = Path(tmp) / "shard.csv"
@@ -93,7 +96,9 @@ def run_on_ray(
         ray.init(address=address, **(init_kwargs or {}))
     summary = RaySummary(str(out), len(shards))
     device = next((s.device for _, pts, _ in shards for _, s in pts), "cpu")
-    resources = {"num_gpus": 1} if device == "cuda" else {"num_cpus": threads or 1}
+    if device == "cpu" and threads is None:
+        threads = 1  # a CPU task's threads are the CPUs it asks Ray for (and are recorded)
+    resources = {"num_gpus": 1} if device == "cuda" else {"num_cpus": threads}
     task = ray.remote(sweep_shard).options(max_retries=1, retry_exceptions=True, **resources)
     pending = {}
     for shard, points, info in shards:

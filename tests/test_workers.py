@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -111,6 +112,7 @@ def test_a_dead_worker_is_reported_with_its_shard_and_rerun_command():
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores to pin two workers")
 def test_two_pinned_cpu_workers_fill_one_lut(tmp_path):
     out = tmp_path / "lut.csv"
     cmd = [
