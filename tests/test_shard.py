@@ -141,3 +141,40 @@ def test_parse_and_provenance():
     assert prov["index"] == 1 and prov["count"] == 3 and prov["grid_points"] == len(points)
     assert prov["points"] == len(shard.select(points, part)) and prov["method"] == shard.METHOD
     assert 0 < prov["predicted_cost_bytes"] < prov["grid_predicted_cost_bytes"]
+
+
+def test_sweep_cli_shards_fill_one_lut_and_record_the_shard(tmp_path):
+    from typer.testing import CliRunner
+
+    from latprof import lut
+    from latprof.cli import _register, app
+
+    _register()
+    out = tmp_path / "lut.csv"
+    flags = [
+        "sweep",
+        "--device",
+        "cpu",
+        "--ops",
+        "ffn",
+        "--widths",
+        "128,192",
+        "--samples",
+        "3",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+        "--json",
+    ]
+    empty = CliRunner().invoke(app, [*flags, "--shard", "5/6"])  # 2 points, 6 shards
+    assert empty.exit_code == 0 and json.loads(empty.stdout)["points_total"] == 0
+    assert not out.exists()
+    for i in range(2):
+        result = CliRunner().invoke(app, [*flags, "--shard", f"{i}/2"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["measured"] == 1
+    assert sorted(r["width"] for r in lut.read_rows(out)) == [128, 192]
+    runs = lut.read_provenance(out)["runs"]
+    assert [r["shard"]["index"] for r in runs] == [0, 1]
+    assert all(r["shard"]["grid_points"] == 2 and r["pinning"]["cpu_affinity"] for r in runs)

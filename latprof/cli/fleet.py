@@ -38,7 +38,10 @@ RayOpt = Annotated[
 ]
 ShardsOpt = Annotated[
     int | None,
-    typer.Option("--shards", help="With --ray: number of shards [the cluster's GPUs or CPUs]."),
+    typer.Option(
+        "--shards",
+        help="With --ray: number of shards (default: the cluster's GPUs; CPUs / --threads on cpu).",
+    ),
 ]
 ProgressFileOpt = Annotated[
     Path | None, typer.Option("--progress-file", hidden=True, help="Worker progress (internal).")
