@@ -182,13 +182,13 @@ def _start(worker: Worker, folder: Path, executable: Sequence[str]) -> subproces
         if cores:
             os.sched_setaffinity(0, cores)
 
-    return subprocess.Popen(
-        argv,
-        stdout=open(folder / f"worker-{i}.json", "w"),  # noqa: SIM115 (the child owns it)
-        stderr=open(folder / f"worker-{i}.log", "w"),  # noqa: SIM115
-        env={**os.environ, **worker.env},
-        preexec_fn=pin,
-    )
+    with (
+        open(folder / f"worker-{i}.json", "w") as out,
+        open(folder / f"worker-{i}.log", "w") as log,
+    ):
+        return subprocess.Popen(
+            argv, stdout=out, stderr=log, env={**os.environ, **worker.env}, preexec_fn=pin
+        )
 
 
 def _tail(path: Path) -> str:
