@@ -96,6 +96,37 @@ def test_matches_reference_16bit(device, poison_empty, dtype, num_splits):
     check_against_ref(inputs, dtype, num_splits=num_splits)
 
 
+# the launch configurations beyond BLOCK_N 64 (kernels/decode_attention.py `_LAUNCH_CONFIGS`):
+# float32 head_dim 192 / 256 loop over 32 positions, float32 512 over 16, 16-bit 512 over 64 with
+# 8 warps; awkward lengths (not multiples of the block, one row at the last cache slot)
+LARGE_HEAD_CASES = [
+    (torch.float32, 192, 97, [96, 0, 33], 3),
+    (torch.float32, 256, 75, [74, 31, 1], 2),
+    (torch.float32, 512, 37, [17, 36], 2),
+    (torch.bfloat16, 512, 70, [69, 5], 1),
+    (torch.float16, 256, 70, [3, 66], 2),
+]
+
+
+@pytest.mark.parametrize("dtype,head_dim,max_context,seqlens,num_splits", LARGE_HEAD_CASES)
+def test_matches_reference_large_head_dims(
+    device, poison_empty, dtype, head_dim, max_context, seqlens, num_splits
+):
+    from latprof.kernels.decode_attention import launch_config
+
+    assert launch_config(dtype, head_dim)["BLOCK_N"] <= 64
+    inputs = make_inputs(
+        len(seqlens), 6, 2, head_dim, seqlens, dtype, device, 7, max_context
+    )  # group 3: not a power of two
+    check_against_ref(inputs, dtype, num_splits=num_splits)
+
+
+def test_head_dim_beyond_the_compiled_configs_is_refused(device):
+    inputs = make_inputs(1, 2, 1, 514, [0], torch.float32, device, 8, 4)
+    with pytest.raises(ValueError, match="head_dim must be <= 512"):
+        decode_attention(**inputs)
+
+
 def test_custom_scale(device, poison_empty):
     inputs = make_inputs(1, 4, 1, 64, [63], torch.float32, device, 3, 128)
     check_against_ref(inputs, torch.float32, scale=0.3, num_splits=2)
