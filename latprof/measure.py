@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import torch
 
-from latprof import device_info
+from latprof import device_info, gpu_clocks
 from latprof.errors import InputError
 from latprof.lut import Setting
 from latprof.ops import backend_unavailable, build_block, torch_dtype
@@ -231,12 +231,14 @@ def time_gpu(workload: Workload, mode: str, config: TimerConfig) -> Measurement:
 
 def _measure_gpu(target: Target, copies: int, config: TimerConfig) -> Result:
     workload = build_workload(target, copies)
-    before = device_info.gpu_clocks()
-    m = time_gpu(workload, target.mode, config)
-    after = device_info.gpu_clocks()
-    if device_info.gpu_throttled(before[0], after[0]):
-        m.flags.append("throttled")
-    return Result(target, copies, m, clocks=(*before, *after))
+    # clocks, temperature and throttle reasons before / after; re-timed after a pause when
+    # throttled (latprof.gpu_clocks)
+    m, before, after, flags = gpu_clocks.measure_watched(
+        lambda: time_gpu(workload, target.mode, config), gpu_clocks.telemetry_for()
+    )
+    m.flags.extend(f for f in flags if f not in m.flags)
+    clocks = (before.sm_clock_mhz, before.temp_c, after.sm_clock_mhz, after.temp_c)
+    return Result(target, copies, m, clocks=clocks)
 
 
 def measure(targets: Sequence[Target], llc_bytes: int, config: TimerConfig) -> list[Result]:
