@@ -5,16 +5,17 @@
 (`make gpu-check` runs it.)  Standard library only: latprof is not installed when it starts.
 Stages, in order, each under its own time budget (a stage past its budget is killed and marked
 so; the next one starts), each writing into `--out` as it goes, so a run cut short keeps every
-stage it finished (at most 8 files):
+stage it finished (at most 7 files):
 
   install     pip --no-index --no-deps of every wheel in the wheelhouse into a fresh target
               folder (PYTHONPATH); torch and triton are never touched: the wheelhouse may not
               hold them, and their versions are compared before and after  -> summary.log
   gpu-tests   pytest -m gpu                               -> gpu-tests.log, gpu-tests.xml
-  smoke-graph latprof sweep luts/gpu-smoke.yaml, graph mode -> smoke.csv (+ smoke.json), sweep.log
+  smoke-graph latprof sweep luts/gpu-smoke.yaml, graph mode -> smoke.csv (+ smoke.json sidecar,
+              smoke.csv.lock), its output in summary.log
   smoke-eager the same rows at batch 1 in eager mode, appended to smoke.csv
-  compare     latprof compare on four compare-set configs with that LUT -> compare.log
-  decode      latprof decode at the paper's protocol (prompt 128, 8000 tokens) -> decode.log
+  compare     latprof compare on four compare-set configs with that LUT  -> e2e.log
+  decode      latprof decode at the paper's protocol (prompt 128, 8000 tokens) -> e2e.log
 
 `--device cpu` is the dry run CI does: GPU-only stages say "skipped: no GPU", the others run on
 tiny shapes.  Every stage runs the *installed* latprof (python -P, from a folder outside the
@@ -222,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             "--samples",
             "15",
         ],
-        "sweep.log",
+        "summary.log",
         gpu_only=True,
     )
     eager_spec = site / "smoke-eager.yaml"
@@ -242,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             "eager",
             *(["--samples", "15"] if gpu else ["--samples", "3"]),
         ],
-        "sweep.log",
+        "summary.log",
         budget_s=None if gpu else 600,
     )
     configs = [
@@ -264,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             "1",
             *shape,
         ],
-        "compare.log",
+        "e2e.log",
         budget_s=None if gpu else 900,
     )
     protocol = ["--prompt", "128", "--generate", "8000"] if gpu else ["--prompt", "8"]
@@ -275,10 +276,11 @@ def main(argv: list[str] | None = None) -> int:
     run.stage(
         "decode",
         [*latprof, "decode", str(model), *protocol, "--device", args.device],
-        "decode.log",
+        "e2e.log",
         budget_s=None if gpu else 300,
     )
     run.log("summary: " + json.dumps(run.results))
+    (out / "smoke.csv.lock").unlink(missing_ok=True)
     files = sorted(p.name for p in out.iterdir())
     run.log(f"files in {out}: {files}")
     if args.site is None:
