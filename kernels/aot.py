@@ -165,7 +165,7 @@ class Compiled:
 def compile_only(arch: int) -> Iterator[dict[str, Compiled]]:
     """Within: Triton launches compile for `GPUTarget("cuda", arch, 32)` instead of running,
     blocks accept the meta device for their triton backend; yields {kernel hash: Compiled}
-    filled as kernels compile (`current_case` names the case each launch belongs to)."""
+    filled as kernels compile, each with the labels of the cases that launched it."""
     if torch.cuda.is_available():
         raise RuntimeError("compile_only replaces the Triton driver; run it without a GPU")
     if knobs_interpret():
@@ -178,8 +178,17 @@ def compile_only(arch: int) -> Iterator[dict[str, Compiled]]:
     compiled: dict[str, Compiled] = {}
     original_run = JITFunction.run
 
+    fresh: dict[int, JITFunction] = {}
+
     def run(self, *args, grid, warmup, **kwargs):
+        if id(self) not in fresh:  # a kernel keeps the target it first compiled for: forget it
+            self.device_caches.clear()
+            fresh[id(self)] = self
         kernel = original_run(self, *args, grid=grid, warmup=True, **kwargs)
+        if kernel.metadata.target.arch != arch:
+            raise RuntimeError(
+                f"{self.fn.__name__} compiled for {kernel.metadata.target}, not {arch}"
+            )
         entry = compiled.setdefault(kernel.hash, Compiled(self.fn.__name__, kernel))
         if _CURRENT[0] and _CURRENT[0] not in entry.cases:
             entry.cases.append(_CURRENT[0])
@@ -195,6 +204,8 @@ def compile_only(arch: int) -> Iterator[dict[str, Compiled]]:
         base.COMPILE_ONLY["active"] = False
         JITFunction.run = original_run
         driver._active = previous
+        for fn in fresh.values():  # nothing compiled for the stand-in target is launched later
+            fn.device_caches.clear()
 
 
 _CURRENT: list[str] = [""]
