@@ -120,7 +120,9 @@ def _decode_attention_kernel(
         o_t = start + o_n
         m_t = o_t < hi
         m_td = m_t[:, None] & m_d[None, :]
-        b_k = tl.load(p_k + o_t[:, None] * stride_kct + o_d[None, :], mask=m_td, other=0.0)
+        # int64: max_context * kv_heads * head_dim (one batch row of the cache) may pass 2**31
+        o_t64 = o_t.to(tl.int64)
+        b_k = tl.load(p_k + o_t64[:, None] * stride_kct + o_d[None, :], mask=m_td, other=0.0)
         b_s = tl.dot(b_qd, tl.trans(b_k.to(DOT_DTYPE)), input_precision=DOT_PRECISION)
         b_s *= qk_scale
         b_s = tl.where(m_t[None, :], b_s, float("-inf"))  # (BLOCK_G, BLOCK_N)
@@ -128,7 +130,7 @@ def _decode_attention_kernel(
         b_alpha = tl.exp2(b_m - b_m_new)
         b_p = tl.exp2(b_s - b_m_new[:, None])
         b_l = b_l * b_alpha + tl.sum(b_p, 1)
-        b_v = tl.load(p_v + o_t[:, None] * stride_vct + o_d[None, :], mask=m_td, other=0.0)
+        b_v = tl.load(p_v + o_t64[:, None] * stride_vct + o_d[None, :], mask=m_td, other=0.0)
         b_pv = tl.dot(b_p.to(DOT_DTYPE), b_v.to(DOT_DTYPE), input_precision=DOT_PRECISION)
         b_acc = b_acc * b_alpha[:, None] + b_pv
         b_m = b_m_new
@@ -141,8 +143,9 @@ def _decode_attention_kernel(
         b_kn = (b_kn * b_cos + b_knr * b_sin).to(k_cache.dtype.element_ty)  # (BLOCK_D,)
         b_vn = tl.load(v_new + i_b * stride_vnb + i_k * stride_vnh + o_d, mask=m_d, other=0.0)
         b_vn = b_vn.to(v_cache.dtype.element_ty)
-        tl.store(p_k + seqlen * stride_kct + o_d, b_kn, mask=m_pos)
-        tl.store(p_v + seqlen * stride_vct + o_d, b_vn, mask=m_pos)
+        seqlen64 = seqlen.to(tl.int64)
+        tl.store(p_k + seqlen64 * stride_kct + o_d, b_kn, mask=m_pos)
+        tl.store(p_v + seqlen64 * stride_vct + o_d, b_vn, mask=m_pos)
 
         b_sn = tl.sum(b_q.to(tl.float32) * b_kn.to(tl.float32)[None, :], 1) * qk_scale
         b_m_new = tl.maximum(b_m, b_sn)
@@ -199,9 +202,39 @@ def _combine_splits_kernel(
 # ----------------------------------------------------------------------------------------------
 # launcher
 
-BLOCK_N = 64  # cached positions per loop iteration
+BLOCK_N = 64  # cached positions per loop iteration (at most; see `launch_config`)
+MAX_HEAD_DIM = 512  # the largest launch configuration compiled ahead of time
 MIN_SPLIT_POSITIONS = 512  # a split covers at least this many positions of the cache
 MAX_SPLITS = 64
+
+
+def launch_config(dtype: torch.dtype, head_dim: int) -> dict[str, int]:
+    """BLOCK_N (cached positions per loop iteration), num_warps and num_stages for `dtype` and
+    `head_dim`, chosen so every configuration fits a block's shared memory on sm_80 (163 KB) and
+    sm_90 (227 KB) without register spills (checked ahead of time: tests/test_kernels_aot.py,
+    `python -m latprof.kernels.aot_report`).  Triton pipelines the K and V tiles over
+    num_stages buffers: shared memory grows with BLOCK_N * BLOCK_D * element size * num_stages.
+    The interpreter (CPU) runs the same BLOCK_N, so the tests there cover the GPU's loop."""
+    block_d = triton.next_power_of_2(head_dim)
+    for max_itemsize, max_block_d, block_n, num_warps, num_stages in _LAUNCH_CONFIGS:
+        if dtype.itemsize <= max_itemsize and block_d <= max_block_d:
+            return {"BLOCK_N": block_n, "num_warps": num_warps, "num_stages": num_stages}
+    raise ValueError(f"decode_attention has no launch configuration for head_dim {head_dim}")
+
+
+#: (largest element size, largest BLOCK_D, BLOCK_N, num_warps, num_stages), first match wins.
+#: Shared memory / registers / stack per thread on sm_90 at group 4 (BENCHMARKS.md, "Kernels
+#: compiled ahead of time"): 16-bit up to head_dim 256 141 KB / 143-148 / 0; 16-bit 512 146 KB /
+#: 142 / 0; float32 up to 128 140 KB / 108 / 0, 256 146 KB / 80 / 0, 512 97 KB / 93 / 0.  The
+#: single config it replaces (64, 4 warps, 3 stages everywhere) needed 274 KB and spilled 8.7 KB
+#: per thread at float32 head_dim 256, 274 KB at 16-bit head_dim 512.
+_LAUNCH_CONFIGS = (
+    (2, 256, 64, 4, 3),
+    (2, 512, 64, 8, 2),
+    (4, 128, 64, 4, 3),
+    (4, 256, 32, 8, 3),
+    (4, 512, 16, 4, 2),
+)
 
 
 def default_num_splits(batch: int, kv_heads: int, max_context: int, sm_count: int) -> int:
@@ -216,8 +249,19 @@ def default_num_splits(batch: int, kv_heads: int, max_context: int, sm_count: in
 
 
 @functools.cache
-def _sm_count(device: torch.device) -> int:
+def _cuda_sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def _sm_count(device: torch.device) -> int:
+    """SMs of `device`; on the meta device (compiled ahead of time, `latprof.kernels.aot`) those
+    of the stand-in driver's target."""
+    if device.type == "meta":
+        from triton.runtime.driver import driver
+
+        return driver.active.multi_processor_count
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return _cuda_sm_count(torch.device("cuda", index))
 
 
 def _launch_decode_attention(
@@ -227,14 +271,15 @@ def _launch_decode_attention(
     _, max_context, kv_heads, _ = k_cache.shape
     group = heads // kv_heads
     device = q.device
+    interpreted = device.type == "cpu"  # meta: compiled for a GPU target, never run
     if num_splits is None:
-        if device.type == "cuda":
-            index = device.index if device.index is not None else torch.cuda.current_device()
-            sms = _sm_count(torch.device("cuda", index))
-            num_splits = default_num_splits(batch, kv_heads, max_context, sms)
-        else:
+        if interpreted:
             num_splits = 1  # the interpreter runs programs one at a time: nothing to fill
-    chunk = triton.cdiv(triton.cdiv(max_context, num_splits), BLOCK_N) * BLOCK_N
+        else:
+            num_splits = default_num_splits(batch, kv_heads, max_context, _sm_count(device))
+    config = launch_config(q.dtype, head_dim)
+    block_n = config["BLOCK_N"]
+    chunk = triton.cdiv(triton.cdiv(max_context, num_splits), block_n) * block_n
     split = num_splits > 1
     out = torch.empty(batch, heads, head_dim, dtype=q.dtype, device=device)  # (batch, heads, d)
     if split:
@@ -249,7 +294,7 @@ def _launch_decode_attention(
     block_d = triton.next_power_of_2(head_dim)
     # Triton 3.7's interpreter computes tl.dot of bfloat16 blocks wrongly: on CPU (where only the
     # interpreter runs) the dot operands go in as float32, exact for 16-bit inputs
-    upcast = device.type != "cuda"
+    upcast = interpreted
     _decode_attention_kernel[(batch * kv_heads, num_splits)](
         q,
         k_new,
@@ -288,11 +333,12 @@ def _launch_decode_attention(
         HEAD_DIM=head_dim,
         BLOCK_G=max(16, triton.next_power_of_2(group)),  # tl.dot needs at least 16 rows
         BLOCK_D=block_d,
-        BLOCK_N=BLOCK_N,
+        BLOCK_N=block_n,
         SPLIT=split,
         DOT_DTYPE=tl.float32 if upcast else _TL_DTYPES[q.dtype],
         DOT_PRECISION="ieee" if upcast or q.dtype == torch.float32 else "tf32",
-        num_warps=4,
+        num_warps=config["num_warps"],
+        num_stages=config["num_stages"],
     )
     if split:
         _combine_splits_kernel[(batch * heads,)](
@@ -329,6 +375,7 @@ def _check_args(q, k_new, v_new, k_cache, v_cache, cache_seqlens, cos, sin, scal
     _, max_context, kv_heads, _ = k_cache.shape
     require(q.is_floating_point(), f"q must be a floating-point tensor, got {q.dtype}")
     require(head_dim % 2 == 0 and head_dim > 0, f"head_dim must be even, got {head_dim}")
+    require(head_dim <= MAX_HEAD_DIM, f"head_dim must be <= {MAX_HEAD_DIM}, got {head_dim}")
     require(
         kv_heads > 0 and heads % kv_heads == 0,
         f"heads ({heads}) must be a multiple of kv_heads ({kv_heads})",

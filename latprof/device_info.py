@@ -142,31 +142,13 @@ def measure_copy_bandwidth_gbps(
 
 
 def gpu_clocks() -> tuple[float | None, float | None]:
-    """(SM clock MHz, temperature C) from NVML; (None, None) where NVML is not available."""
-    try:
-        import pynvml  # type: ignore[import-not-found]
+    """(SM clock MHz, temperature C) of the current CUDA device from NVML; (None, None) where
+    NVML is not available.  The NVML device is found by UUID / PCI bus id (`latprof.gpu_clocks`),
+    not by torch's index, which CUDA_VISIBLE_DEVICES renumbers."""
+    from latprof import gpu_clocks as clocks
 
-        pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
-        sm = pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM)
-        temp = pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU)
-        return float(sm), float(temp)
-    except Exception:  # optional telemetry: absent NVML leaves the columns empty
+    telemetry = clocks.telemetry_for()
+    if isinstance(telemetry, str):
         return None, None
-
-
-def gpu_throttled(before_mhz: float | None, after_mhz: float | None) -> bool:
-    """True where the SM clock, before or after a measurement, sat below 90% of its maximum."""
-    top = gpu_max_sm_clock()
-    return bool(top) and any(c is not None and c < 0.9 * top for c in (before_mhz, after_mhz))
-
-
-def gpu_max_sm_clock() -> float | None:
-    try:
-        import pynvml  # type: ignore[import-not-found]
-
-        pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
-        return float(pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_SM))
-    except Exception:
-        return None
+    sample = telemetry.sample()
+    return sample.sm_clock_mhz, sample.temp_c

@@ -32,7 +32,7 @@ import yaml
 from latprof.errors import InputError
 from latprof.lut import ANY_CONTEXT, Setting
 from latprof.model_spec import ModelSpec
-from latprof.registry import OPERATOR_NAMES, build_spec, operator, spec_from_key
+from latprof.registry import OPERATOR_NAMES, PREFILL_BACKEND, build_spec, operator, spec_from_key
 from latprof.settings import Settings, resolve_mode
 from latprof.specs import OpSpec
 
@@ -117,9 +117,12 @@ def points_for(
 ) -> list[Point]:
     """The grid points of one spec: every (batch, context), with the context rule every caller
     shares: a decode step of a context-independent operator is measured once, at `ANY_CONTEXT`;
-    a context-dependent one at least at context 1.  Prefill only for operators on hidden states."""
+    a context-dependent one at least at context 1.  Prefill only for operators on hidden states,
+    and with the backend it really runs (`PREFILL_BACKEND`)."""
     if phase == "prefill" and spec.input_kind != "hidden":
         return []
+    if phase == "prefill":
+        backend = PREFILL_BACKEND  # what `Block.prefill` runs, whichever decode backend was asked
     if phase == "decode" and not spec.context_dependent:
         contexts = (ANY_CONTEXT,)
     elif spec.context_dependent:

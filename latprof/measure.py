@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import torch
 
-from latprof import device_info
+from latprof import device_info, gpu_clocks
 from latprof.errors import InputError
 from latprof.lut import Setting
 from latprof.ops import backend_unavailable, build_block, torch_dtype
@@ -135,6 +135,18 @@ class OperatorTarget:
         state = self.spec.state_bytes(s.batch, max_context_for(s.context), s.dtype)
         return self.spec.param_count() * dtype_bytes(s.dtype) + state.total
 
+    def touched_bytes(self) -> int:
+        """Bytes of a copy one step reads: all of it, except for a spec that reads a part of its
+        weights per step (`OpSpec.sparse_reads`: an MoE step reads the experts its fixed input
+        routes to), whose copies are sized on that part, so that the rotation really leaves L2."""
+        if not self.spec.sparse_reads:
+            return self.bytes_per_copy()
+        s = self.setting
+        state = self.spec.state_bytes(s.batch, max_context_for(s.context), s.dtype).total
+        return min(
+            self.bytes_per_copy(), self.spec.bytes_per_step(s.batch, s.context, s.dtype) + state
+        )
+
     def check(self) -> None:
         s = self.setting
         check_runnable(self.spec.op, s.backend, s.device, s.mode, self.spec.op)
@@ -171,9 +183,12 @@ class Result:
 
 
 def copies_needed(target: Target, llc_bytes: int) -> int:
-    return copies_for(
-        target.bytes_per_copy(), llc_bytes, COPY_BUDGET_BYTES[target.device], MAX_COPIES
-    )
+    """Copies whose *touched* bytes exceed twice the LLC (a target without `touched_bytes`
+    touches all of a copy), as many as the memory budget for whole copies allows."""
+    touched = getattr(target, "touched_bytes", target.bytes_per_copy)()
+    wanted = copies_for(touched, llc_bytes, COPY_BUDGET_BYTES[target.device], MAX_COPIES)
+    affordable = max(1, COPY_BUDGET_BYTES[target.device] // max(1, target.bytes_per_copy()))
+    return min(wanted, affordable)
 
 
 def held_bytes(target: Target, llc_bytes: int) -> int:
@@ -216,12 +231,14 @@ def time_gpu(workload: Workload, mode: str, config: TimerConfig) -> Measurement:
 
 def _measure_gpu(target: Target, copies: int, config: TimerConfig) -> Result:
     workload = build_workload(target, copies)
-    before = device_info.gpu_clocks()
-    m = time_gpu(workload, target.mode, config)
-    after = device_info.gpu_clocks()
-    if device_info.gpu_throttled(before[0], after[0]):
-        m.flags.append("throttled")
-    return Result(target, copies, m, clocks=(*before, *after))
+    # clocks, temperature and throttle reasons before / after; re-timed after a pause when
+    # throttled (latprof.gpu_clocks)
+    m, before, after, flags = gpu_clocks.measure_watched(
+        lambda: time_gpu(workload, target.mode, config), gpu_clocks.telemetry_for()
+    )
+    m.flags.extend(f for f in flags if f not in m.flags)
+    clocks = (before.sm_clock_mhz, before.temp_c, after.sm_clock_mhz, after.temp_c)
+    return Result(target, copies, m, clocks=clocks)
 
 
 def measure(targets: Sequence[Target], llc_bytes: int, config: TimerConfig) -> list[Result]:

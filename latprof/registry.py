@@ -27,6 +27,10 @@ from latprof.specs.mamba import MambaSpec
 from latprof.specs.mamba2 import Mamba2Spec
 from latprof.specs.moe import MoESpec
 
+#: the backend every block's `prefill` runs (the PyTorch path; the backends are decode steps):
+#: prefill rows record it whatever backend the sweep asked for (latprof.grid.points_for)
+PREFILL_BACKEND = "torch"
+
 #: backend kinds: plain PyTorch ops, a third-party kernel library, or our own Triton kernels
 BACKEND_KINDS = ("torch", "library", "ours")
 

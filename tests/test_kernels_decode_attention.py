@@ -96,6 +96,37 @@ def test_matches_reference_16bit(device, poison_empty, dtype, num_splits):
     check_against_ref(inputs, dtype, num_splits=num_splits)
 
 
+# the launch configurations beyond BLOCK_N 64 (kernels/decode_attention.py `_LAUNCH_CONFIGS`):
+# float32 head_dim 192 / 256 loop over 32 positions, float32 512 over 16, 16-bit 512 over 64 with
+# 8 warps; awkward lengths (not multiples of the block, one row at the last cache slot)
+LARGE_HEAD_CASES = [
+    (torch.float32, 192, 97, [96, 0, 33], 3),
+    (torch.float32, 256, 75, [74, 31, 1], 2),
+    (torch.float32, 512, 37, [17, 36], 2),
+    (torch.bfloat16, 512, 70, [69, 5], 1),
+    (torch.float16, 256, 70, [3, 66], 2),
+]
+
+
+@pytest.mark.parametrize("dtype,head_dim,max_context,seqlens,num_splits", LARGE_HEAD_CASES)
+def test_matches_reference_large_head_dims(
+    device, poison_empty, dtype, head_dim, max_context, seqlens, num_splits
+):
+    from latprof.kernels.decode_attention import launch_config
+
+    assert launch_config(dtype, head_dim)["BLOCK_N"] <= 64
+    inputs = make_inputs(
+        len(seqlens), 6, 2, head_dim, seqlens, dtype, device, 7, max_context
+    )  # group 3: not a power of two
+    check_against_ref(inputs, dtype, num_splits=num_splits)
+
+
+def test_head_dim_beyond_the_compiled_configs_is_refused(device):
+    inputs = make_inputs(1, 2, 1, 514, [0], torch.float32, device, 8, 4)
+    with pytest.raises(ValueError, match="head_dim must be <= 512"):
+        decode_attention(**inputs)
+
+
 def test_custom_scale(device, poison_empty):
     inputs = make_inputs(1, 4, 1, 64, [63], torch.float32, device, 3, 128)
     check_against_ref(inputs, torch.float32, scale=0.3, num_splits=2)
@@ -187,3 +218,33 @@ def test_bf16_on_gpu(batch, heads, kv_heads, head_dim, num_splits):
     seqlens = [(4093 * (b + 1)) % 8000 for b in range(batch)]
     inputs = make_inputs(batch, heads, kv_heads, head_dim, seqlens, torch.bfloat16, "cuda", 9, 8192)
     check_against_ref(inputs, torch.bfloat16, num_splits=num_splits)
+
+
+def test_cache_offsets_past_two_to_the_31(device):
+    """A cache whose position stride puts position 2 beyond 2**31 elements (a view over 4 GiB of
+    untouched virtual memory per cache): the new token is written there and attended to, which
+    needs int64 offsets (int32 ones wrap)."""
+    stride = 2**30 + 64  # elements between cached positions
+    span = 2 * stride + 64
+    gen = torch.Generator().manual_seed(11)
+    caches = []
+    for _ in range(2):
+        base = torch.empty(span, dtype=torch.float16, device=device)  # pages never touched
+        view = base.as_strided((1, 3, 1, 64), (span, stride, 64, 1))
+        view[:, :2] = torch.randn(1, 2, 1, 64, generator=gen).to(device, torch.float16)
+        caches.append(view)
+    k_cache, v_cache = caches
+    assert k_cache.stride(1) * 2 >= 2**31
+    cos, sin = rope_tables(3, 64, device)
+    q, k_new, v_new = (
+        torch.randn(1, h, 64, generator=gen).to(device, torch.float16) for h in (2, 1, 1)
+    )
+    seqlens = torch.tensor([2], dtype=torch.int32, device=device)
+    out = decode_attention(q, k_new, v_new, k_cache, v_cache, seqlens, cos, sin, num_splits=1)
+    got_k, got_v = k_cache[:, 2].clone(), v_cache[:, 2].clone()
+    ref_k, ref_v = (torch.zeros(1, 3, 1, 64, dtype=torch.float16, device=device) for _ in range(2))
+    ref_k[:, :2], ref_v[:, :2] = k_cache[:, :2], v_cache[:, :2]
+    expected = decode_attention_ref(q, k_new, v_new, ref_k, ref_v, seqlens, cos, sin)
+    torch.testing.assert_close(out, expected, **TOL[torch.float16])
+    torch.testing.assert_close(got_k, ref_k[:, 2], **TOL[torch.float16])
+    torch.testing.assert_close(got_v, ref_v[:, 2], **TOL[torch.float16])

@@ -7,7 +7,9 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from op_checks import clone_state, param_count, run_steps
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from latprof.errors import BackendUnavailable, InputError
 from latprof.ops.attention import AttentionBlock, apply_rope, gqa_decode_ref, rope_tables
@@ -209,3 +211,48 @@ def test_backends_bf16_on_gpu(backend):
     ref = ref_block.step(x, ref_state, 200)
     torch.testing.assert_close(out, ref, atol=3e-2, rtol=3e-2)
     torch.testing.assert_close(state["k"][:, :201], ref_state["k"][:, :201], atol=3e-2, rtol=3e-2)
+
+
+class _NewTensors(TorchDispatchMode):
+    """Records the size of every tensor an aten op allocates (outputs that are not views)."""
+
+    def __init__(self):
+        super().__init__()
+        self.allocated = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {a.untyped_storage().data_ptr() for a in args if isinstance(a, torch.Tensor)}
+        for o in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(o, torch.Tensor) and o.untyped_storage().data_ptr() not in inputs:
+                self.allocated.append((str(func), o.numel()))
+        return out
+
+
+@pytest.mark.parametrize("batch,kv_heads", [(1, 4), (3, 1), (3, 4)])
+@pytest.mark.parametrize("masked", [False, True])
+def test_torch_reference_reads_the_cache_in_place(batch, kv_heads, masked):
+    """No op of the "torch" attention step allocates a tensor the size of K or V (matmul over a
+    permuted cache view with batch > 1 and kv_heads > 1 used to copy both)."""
+    from latprof.ops.attention import gqa_decode_masked
+
+    ctx, head_dim, heads = 64, 16, 4 * kv_heads
+    gen = torch.Generator().manual_seed(0)
+    k, v = (torch.randn(batch, ctx, kv_heads, head_dim, generator=gen) for _ in range(2))
+    q = torch.randn(batch, heads, head_dim, generator=gen)
+    pos = torch.full((batch,), ctx - 1, dtype=torch.int32)
+    recorder = _NewTensors()
+    with recorder:
+        if masked:
+            got = gqa_decode_masked(q, k, v, 0.25, pos, sdpa=False)
+        else:
+            got = gqa_decode_ref(q, k, v, 0.25)
+    largest = max(n for _, n in recorder.allocated)
+    assert largest < k.numel(), recorder.allocated
+    expected = F.scaled_dot_product_attention(
+        q.view(batch, kv_heads, 4, head_dim),
+        k.transpose(1, 2),
+        v.transpose(1, 2),
+        scale=0.25,
+    ).reshape(batch, heads, head_dim)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

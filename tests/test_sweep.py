@@ -170,3 +170,18 @@ def test_interleave_groups_bound_count_and_bytes():
     groups = interleave_groups(sizes, lambda n: n, max_items=3, max_bytes=12)
     assert groups == [[5, 5], [5], [20], [1, 1, 1], [1]]  # an oversized item stands alone
     assert sum(groups, []) == sizes
+
+
+def test_prefill_rows_record_the_backend_prefill_runs():
+    """Block.prefill always runs the PyTorch path: a prefill row never carries a decode backend
+    it did not use (asked for triton, the prefill point says torch, once)."""
+    from latprof.grid import points_for
+    from latprof.registry import PREFILL_BACKEND, build_spec
+
+    spec = build_spec("mamba2", 256)
+    for backend in ("triton", "mamba_ssm", "torch"):
+        common = dict(batches=[1], contexts=[64], dtype="float32", device="cpu", mode="eager")
+        (point,) = points_for(spec, phase="prefill", backend=backend, **common)
+        assert point[1].backend == PREFILL_BACKEND == "torch"
+        (decode,) = points_for(spec, phase="decode", backend=backend, **common)
+        assert decode[1].backend == backend

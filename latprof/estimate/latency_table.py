@@ -17,7 +17,7 @@ from latprof.errors import InputError
 from latprof.estimate.curve import Curve
 from latprof.estimate.lut_selection import BackendChoice, resolve_settings, usable_row
 from latprof.lut import ANY_CONTEXT, LUT
-from latprof.registry import spec_from_key
+from latprof.registry import PREFILL_BACKEND, spec_from_key
 from latprof.settings import BackendRequest
 from latprof.specs import OpSpec
 
@@ -108,6 +108,10 @@ class LatencyTable:
         if cache_key in self._lookups:
             return self._lookups[cache_key]
         backend = self.backend_for(spec.op)
+        if phase == "prefill" and backend is not None:
+            backend = (
+                PREFILL_BACKEND  # every block's prefill runs the PyTorch path (its rows say so)
+            )
         result = None
         if backend is not None:
             const = phase == "decode" and not spec.context_dependent

@@ -8,7 +8,8 @@ Ainslie et al. (arXiv 2305.13245), query head h reading KV head h // (heads / kv
 as in Qwen3 (one RMSNorm weight of head_dim shared by all heads, applied before RoPE).
 
 Backends of the decode step:
-- "torch": explicit matmuls, softmax in float32 (the reference);
+- "torch": explicit matmuls, softmax in float32 (the reference), reading the cache in place
+  (`gqa_attend_cache`: one matmul pair per KV head when batch > 1 and kv_heads > 1);
 - "sdpa": `torch.nn.functional.scaled_dot_product_attention` (CPU and CUDA), the heads of one KV
   group laid out as that group's queries so no KV head is copied;
 - "flash_attn": `flash_attn.flash_attn_with_kvcache` (CUDA, fp16 / bf16), which applies RoPE and
@@ -60,6 +61,43 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return rotated.to(x.dtype)
 
 
+def _attend_matmuls(
+    qg: torch.Tensor, kt: torch.Tensor, vt: torch.Tensor, scale: float, visible: torch.Tensor | None
+) -> torch.Tensor:
+    """softmax(qg @ kt * scale, masked to `visible`) @ vt, scores and softmax in float32."""
+    scores = torch.matmul(qg, kt).float() * scale
+    if visible is not None:
+        scores = scores.masked_fill(~visible, float("-inf"))
+    return torch.matmul(scores.softmax(dim=-1).to(vt.dtype), vt)
+
+
+def gqa_attend_cache(
+    qg: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, visible: torch.Tensor | None
+) -> torch.Tensor:
+    """Grouped queries against cache views with explicit matmuls, never copying K or V.
+
+    qg: (batch, kv_heads, group, head_dim), the query heads of each KV head
+    k, v: (batch, ctx, kv_heads, head_dim) views of the cache
+    visible: (batch, ctx) bool or None
+    returns (batch, kv_heads, group, head_dim)
+
+    One matmul over (batch, kv_heads) needs those two dims folded into one bmm batch dim; the
+    permuted cache view allows that only when batch or kv_heads is 1, and otherwise matmul copies
+    K and V first (about three times the step's KV traffic).  So with batch > 1 and kv_heads > 1
+    each KV head gets its own matmuls over its strided view (kv_heads x more, smaller launches,
+    no copy)."""
+    batch, kv_heads = qg.shape[:2]
+    if batch == 1 or kv_heads == 1:
+        mask = None if visible is None else visible[:, None, None, :]
+        return _attend_matmuls(qg, k.permute(0, 2, 3, 1), v.transpose(1, 2), scale, mask)
+    mask = None if visible is None else visible[:, None, :]
+    per_head = [
+        _attend_matmuls(qg[:, h], k[:, :, h].transpose(1, 2), v[:, :, h], scale, mask)
+        for h in range(kv_heads)
+    ]  # each (batch, group, head_dim)
+    return torch.stack(per_head, dim=1)
+
+
 def gqa_decode_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
     """Attention of one query per head over the `ctx` cached positions, explicit matmuls.
 
@@ -70,10 +108,7 @@ def gqa_decode_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: flo
     batch, heads, head_dim = q.shape
     kv_heads = k.shape[2]
     qg = q.view(batch, kv_heads, heads // kv_heads, head_dim)  # (batch, kv_heads, group, head_dim)
-    scores = torch.matmul(qg, k.permute(0, 2, 3, 1)).float() * scale  # (batch, kv, group, ctx)
-    probs = scores.softmax(dim=-1).to(v.dtype)
-    out = torch.matmul(probs, v.transpose(1, 2))  # (batch, kv_heads, group, head_dim)
-    return out.reshape(batch, heads, head_dim)
+    return gqa_attend_cache(qg, k, v, scale, None).reshape(batch, heads, head_dim)
 
 
 def gqa_decode_sdpa(
@@ -111,11 +146,7 @@ def gqa_decode_masked(
             qg, k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, scale=scale
         )
         return out.reshape(batch, heads, head_dim)
-    scores = torch.matmul(qg, k.permute(0, 2, 3, 1)).float() * scale  # (batch, kv, group, ctx)
-    scores = scores.masked_fill(~visible[:, None, None, :], float("-inf"))
-    probs = scores.softmax(dim=-1).to(v.dtype)
-    out = torch.matmul(probs, v.transpose(1, 2))  # (batch, kv_heads, group, head_dim)
-    return out.reshape(batch, heads, head_dim)
+    return gqa_attend_cache(qg, k, v, scale, visible).reshape(batch, heads, head_dim)
 
 
 def causal_attention(

@@ -58,11 +58,18 @@ def init_uniform(
         param.copy_(tmp)
 
 
+#: set by `latprof.kernels.aot.compile_only`: Triton "launches" on the meta device only compile,
+#: for a stand-in GPU target, and run nothing
+COMPILE_ONLY = {"active": False}
+
+
 def triton_runs_on(device: torch.device) -> str | None:
     """None if Triton kernels can launch on `device`, else the reason they cannot."""
     if importlib.util.find_spec("triton") is None:
         return "triton is not installed (pip install triton)"
     if device.type == "cuda":
+        return None
+    if device.type == "meta" and COMPILE_ONLY["active"]:
         return None
     if os.environ.get("TRITON_INTERPRET") == "1":
         return None

@@ -2,7 +2,9 @@
 flash-linear-attention), imported only when an "fla" backend is first used.
 
 `fla_unavailable(device)` says why the fla backend cannot run (None if it can); `fla_kernels()`
-imports the kernels the linear-attention blocks call and returns them.  Nothing here runs at
+imports the kernels the linear-attention blocks call, checks that each declares every keyword
+argument latprof passes (`REQUIRED_KWARGS`; else BackendUnavailable naming the argument and the
+fla-core version needed) and returns them.  Nothing here runs at
 import time: importing fla is slow and prints warnings on machines without a GPU, and the shim
 below changes Triton's autotuner, so both wait for the first block built with backend "fla".
 
@@ -22,6 +24,7 @@ occur in the recurrent and conv-update kernels used here, so nothing is installe
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import os
 from collections.abc import Callable
@@ -29,7 +32,43 @@ from dataclasses import dataclass
 
 import torch
 
+from latprof.errors import BackendUnavailable
 from latprof.ops.base import module_missing, triton_runs_on
+
+#: the fla-core release whose signatures latprof calls
+FLA_VERSION_NEEDED = "0.6.0"
+#: keyword arguments latprof passes to each entry point.  Each must be a *named* parameter: fla's
+#: recurrences also take **kwargs, which would swallow a keyword an older release does not know
+#: (the gate / beta-sigmoid fused into the gated delta rule are recent)
+REQUIRED_KWARGS = {
+    "delta_rule": ("beta", "scale", "initial_state", "output_final_state",
+                   "use_qk_l2norm_in_kernel"),
+    "gated_delta_rule": ("g", "beta", "scale", "initial_state", "output_final_state",
+                         "use_qk_l2norm_in_kernel", "use_gate_in_kernel", "A_log", "dt_bias",
+                         "use_beta_sigmoid_in_kernel"),
+    "gla": ("gk", "scale", "initial_state", "output_final_state"),
+    "conv_update": ("weight", "activation"),
+}  # fmt: skip
+
+
+def check_signatures(kernels: FlaKernels, version: str) -> None:
+    """BackendUnavailable naming the first keyword argument latprof passes that an entry point
+    of the installed fla-core does not declare."""
+    for name, needed in REQUIRED_KWARGS.items():
+        fn = getattr(kernels, name)
+        try:
+            params = inspect.signature(fn).parameters
+        except (TypeError, ValueError):
+            continue  # not introspectable (a C function): nothing to check
+        missing = [kw for kw in needed if kw not in params]
+        if missing:
+            raise BackendUnavailable(
+                f"fla-core {version}: {getattr(fn, '__module__', '')}.{fn.__name__} has no "
+                f"keyword argument {missing[0]!r}"
+                + (f" (nor {', '.join(map(repr, missing[1:]))})" if missing[1:] else "")
+                + f"; latprof's fla backend needs fla-core >= {FLA_VERSION_NEEDED} "
+                f"(pip install 'fla-core>={FLA_VERSION_NEEDED}')"
+            )
 
 
 def fla_unavailable(device: torch.device) -> str | None:
@@ -61,12 +100,23 @@ def fla_kernels() -> FlaKernels:
     from fla.ops.gated_delta_rule import fused_recurrent_gated_delta_rule
     from fla.ops.gla import fused_recurrent_gla
 
-    return FlaKernels(
+    kernels = FlaKernels(
         delta_rule=fused_recurrent_delta_rule,
         gated_delta_rule=fused_recurrent_gated_delta_rule,
         gla=fused_recurrent_gla,
         conv_update=causal_conv1d_update,
     )
+    check_signatures(kernels, _installed_version())
+    return kernels
+
+
+def _installed_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fla-core")
+    except PackageNotFoundError:
+        return "(unknown version)"
 
 
 def _interpreter_bench(self, *args, config, **meta) -> list[float]:

@@ -137,6 +137,10 @@ class OpSpec:
         return self.key
 
     # ---- cost model (per decode step) -----------------------------------------------------
+    #: a step reads only part of the weights (MoE: the routed experts), so copies for timing are
+    #: sized on `bytes_per_step`, not on all weights (latprof.measure.OperatorTarget.touched_bytes)
+    sparse_reads: ClassVar[bool] = False
+
     def param_count(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
 

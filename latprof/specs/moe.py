@@ -38,6 +38,7 @@ class MoESpec(OpSpec):
     activation: str = "swiglu"
 
     op: ClassVar[str] = "moe"
+    sparse_reads: ClassVar[bool] = True
 
     @classmethod
     def resolve(
