@@ -121,11 +121,14 @@ def _git_commit() -> str | None:
         return None
 
 
-def existing_keys(lut_path: Path) -> set[tuple]:
-    """Keys of rows already measured (ok or oom: an OOM point would only OOM again)."""
+def existing_keys(lut_path: Path, retry_oom: bool = False) -> set[tuple]:
+    """Keys of rows already measured: ok, and oom (an OOM point would only OOM again) unless
+    `retry_oom`.  A LUT with rows that fail validation is refused (`LUT.load`)."""
     if not lut_path.exists() or lut_path.stat().st_size == 0:
         return set()
-    return {lut.key_of_row(r) for r in lut.read_rows(lut_path) if r.get("status") in ("ok", "oom")}
+    done = ("ok",) if retry_oom else ("ok", "oom")
+    table = lut.LUT.load(lut_path)
+    return {key for key, r in table.index.items() if r.get("status") in done}
 
 
 def run_sweep(
@@ -136,6 +139,7 @@ def run_sweep(
     config: TimerConfig | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
     command: str = "",
+    retry_oom: bool = False,
 ) -> SweepSummary:
     """Measure every point not yet in `lut_path`, appending rows as they are measured."""
     t0 = time.perf_counter()
@@ -169,7 +173,7 @@ def run_sweep(
             "host": platform.node(),
         },
     )
-    done = existing_keys(lut_path)
+    done = existing_keys(lut_path, retry_oom)
     todo = [p for p in points if lut.row_key(p[0].key, p[1]) not in done]
     summary.skipped_existing = len(points) - len(todo)
     finished = 0
@@ -178,12 +182,12 @@ def run_sweep(
         if on_progress:
             on_progress(finished, len(todo), group[0].label)
         with lut.locked(lut_path):  # another sweep may have measured some meanwhile
-            done = existing_keys(lut_path)
+            done = existing_keys(lut_path, retry_oom)
         group = [t for t in group if lut.row_key(t.spec.key, t.setting) not in done]
         results = measure(group, env["llc_bytes"], config) if group else []
         rows = [lut_row(r, env) for r in results]
         with lut.locked(lut_path):
-            done = existing_keys(lut_path)
+            done = existing_keys(lut_path, retry_oom)
             fresh = [r for r in rows if lut.key_of_row(r) not in done]
             lut.append_rows_locked(lut_path, fresh)
         for r in fresh:

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from latprof import inputs
 from latprof.cli import app
 from latprof.cli.common import (
     BackendOpt,
@@ -19,6 +20,7 @@ from latprof.cli.common import (
     DtypeOpt,
     JsonOpt,
     ModeOpt,
+    check_lut_output,
     handles_input_errors,
     measure_settings,
     print_json,
@@ -63,6 +65,10 @@ def sweep(
         int | None,
         typer.Option("--samples", help="Timed samples per row (default 21 cpu, 30 cuda)."),
     ] = None,
+    retry_oom: Annotated[
+        bool,
+        typer.Option("--retry-oom", help="Measure again points the LUT holds as oom."),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure operator decode steps on this device; rows are appended to --out as measured.
@@ -72,10 +78,9 @@ def sweep(
 
     if spec is None and ops is None and not op_spec:
         raise InputError("say what to measure: --spec FILE, --ops LIST or --op-spec KEY")
-    if threads is not None and threads <= 0:
-        raise InputError(f"--threads must be positive, got {threads}")
-    if samples is not None and samples < 3:
-        raise InputError(f"--samples must be at least 3 (for p10/p90), got {samples}")
+    inputs.threads(threads)
+    inputs.samples(samples)
+    check_lut_output(out)
     if spec is not None:
         request = grid.request_from_file(
             grid.load_spec_file(spec),
@@ -95,7 +100,7 @@ def sweep(
             phases=_phases(phase),
             op_specs=tuple(op_spec or ()),
         )
-    run(request, out, threads=threads, samples=samples, as_json=as_json)
+    run(request, out, threads=threads, samples=samples, as_json=as_json, retry_oom=retry_oom)
 
 
 def _phases(text: str) -> tuple[str, ...]:
@@ -108,7 +113,15 @@ def _phases(text: str) -> tuple[str, ...]:
     return phases
 
 
-def run(request, out: Path, *, threads: int | None, samples: int | None, as_json: bool) -> None:
+def run(
+    request,
+    out: Path,
+    *,
+    threads: int | None,
+    samples: int | None,
+    as_json: bool,
+    retry_oom: bool = False,
+) -> None:
     from latprof.grid import expand
     from latprof.registry import operator
     from latprof.report import progress_bar, sweep_summary_table
@@ -124,7 +137,13 @@ def run(request, out: Path, *, threads: int | None, samples: int | None, as_json
         config.samples = samples
     with progress_bar(enabled=not as_json) as on_progress:
         summary = run_sweep(
-            points, out, threads=threads, config=config, on_progress=on_progress, command=command
+            points,
+            out,
+            threads=threads,
+            config=config,
+            on_progress=on_progress,
+            command=command,
+            retry_oom=retry_oom,
         )
     if as_json:
         print_json(summary.as_dict())
