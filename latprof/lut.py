@@ -42,7 +42,7 @@ MEASURE_COLUMNS = (
     "steps_per_sample",
     "copies",  # independent operator copies rotated so weights never sit in cache
     "threads",
-    "flags",  # ;-separated: noisy, remeasured, throttled
+    "flags",  # ;-separated: noisy, remeasured, throttled, loaded, concurrent
     "params",
     "bytes_per_step",
     "flops_per_step",
@@ -54,6 +54,8 @@ MEASURE_COLUMNS = (
     "sm_clock_mhz_after",
     "temp_c_before",
     "temp_c_after",
+    "other_cpu_cores",  # CPU: mean cores other processes used while the group was timed
+    "steal_pct",  # CPU: hypervisor steal time during the group, percent
     "device_name",
     "measured_at",
     "error",
@@ -88,6 +90,8 @@ FLOAT_COLUMNS = frozenset(
         "sm_clock_mhz_after",
         "temp_c_before",
         "temp_c_after",
+        "other_cpu_cores",
+        "steal_pct",
     }
 )
 
@@ -247,14 +251,46 @@ def append_rows_locked(path: str | Path, rows: Iterable[dict[str, Any]]) -> None
             _heal_torn_tail(path, fd)
         if os.fstat(fd).st_size == 0:
             os.write(fd, _line(COLUMNS))
+        header = _file_header(path)
+        if not set(COLUMNS) <= set(header):  # an older LUT: rewrite it once with today's columns
+            os.close(fd)
+            header = _migrate_header(path, header)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         for row in rows:
             unknown = set(row) - set(COLUMNS)
             if unknown:
                 raise ValueError(f"unknown LUT columns {sorted(unknown)}")
-            os.write(fd, _line(_format(row.get(c)) for c in COLUMNS))
+            os.write(fd, _line(_format(row.get(c)) for c in header))
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _file_header(path: Path) -> tuple[str, ...]:
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        return tuple(_split_line(fh.readline().rstrip("\n")) or ())
+
+
+def _migrate_header(path: Path, header: tuple[str, ...]) -> tuple[str, ...]:
+    """Rewrite a LUT whose header lacks some of today's columns (written by an older latprof)
+    with today's columns first and any it holds that today's lack after, each row's values
+    kept; atomically (a temporary file renamed over it).  The caller holds the lock."""
+    new = (*COLUMNS, *(c for c in header if c not in COLUMNS))
+    text = path.read_text(encoding="utf-8")
+    out = [_line(new)]
+    for line in text.split("\n")[1:]:
+        values = _split_line(line) if line.strip() else None
+        if values is None or len(values) != len(header):
+            continue  # torn lines are not carried over (a reader skips them anyway)
+        by_name = dict(zip(header, values, strict=True))
+        out.append(_line(by_name.get(c, "") for c in new))
+    tmp = path.with_name(path.name + f".{os.getpid()}.migrate")
+    with open(tmp, "wb") as fh:
+        fh.write(b"".join(out))
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+    return new
 
 
 def _heal_torn_tail(path: Path, fd: int) -> None:
