@@ -16,7 +16,6 @@ from typer.testing import CliRunner
 
 from latprof import lut, measure, sweep
 from latprof.cli import _register, app
-from latprof.errors import InputError
 
 _register()
 runner = CliRunner()
@@ -291,19 +290,24 @@ def test_sidecar_naming_another_device_is_refused_unless_forced(tmp_path):
 
 # ---- one validation for flags and spec files -----------------------------------------------------
 @pytest.mark.parametrize(
-    "body",
+    ("body", "flag"),
     [
-        "ops: [ffn]\nwidths: [64]\nbatch: [0]\n",
-        "ops: {ffn: {widths: [0]}}\n",
-        "ops: [attention]\nwidths: [128]\ncontext: [-5]\n",
-        "ops: [ffn]\nwidths: [64]\nbatch: [1099511627776]\n",
-        "ops: [ffn]\nwidths: [64]\nbatch: [true]\n",
+        ("ops: [ffn]\nwidths: [64]\nbatch: [0]\n", ["--batch", "0"]),
+        ("ops: [ffn]\nwidths: [0]\n", ["--widths", "0"]),
+        ("ops: [attention]\nwidths: [128]\ncontext: [-5]\n", ["--context", "-5"]),
+        ("ops: [ffn]\nwidths: [64]\nbatch: [1099511627776]\n", ["--batch", "1099511627776"]),
+        ("ops: [ffn]\nwidths: [99999999999]\n", ["--widths", "99999999999"]),
     ],
 )
-def test_spec_file_values_pass_the_flag_checks(tmp_path, no_measuring, body):
+def test_spec_file_values_pass_the_flag_checks(tmp_path, no_measuring, body, flag):
+    """The file's value is refused with the very message the flag gets."""
     (tmp_path / "s.yaml").write_text(body)
     out = tmp_path / "x.csv"
-    refused(invoke("sweep", "--spec", tmp_path / "s.yaml", "--device", "cpu", "--out", out))
+    by_file = refused(
+        invoke("sweep", "--spec", tmp_path / "s.yaml", "--device", "cpu", "--out", out)
+    )
+    by_flag = refused(invoke(*SWEEP[:3], *SWEEP[5:], *flag, "--out", out))
+    assert by_flag.removeprefix("latprof: error: ") in by_file
     assert not out.exists() or not lut.read_rows(out)
 
 
@@ -433,8 +437,3 @@ def test_a_torn_row_mid_file_is_never_joined_with_the_next(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("".join(lines[:3]) + torn + "".join(lines[3:]))
     assert len(lut.read_rows(path)) == len(lines) - 1
-
-
-def test_input_error_type_is_what_the_library_raises(tmp_path):
-    with pytest.raises(InputError):
-        lut.read_rows(tmp_path / "missing.csv")
