@@ -230,6 +230,7 @@ def run_sweep(
     env = environment(device, threads)
     config = config or TimerConfig.for_device(device)
     summary = SweepSummary(str(lut_path), env["device_name"], points_total=len(points))
+    done = existing_keys(lut_path, retry_oom)  # a LUT that fails validation: refused first
     lut.record_run(
         lut_path,
         {
@@ -247,7 +248,6 @@ def run_sweep(
             "host": platform.node(),
         },
     )
-    done = existing_keys(lut_path, retry_oom)
     todo = [p for p in points if lut.row_key(p[0].key, p[1]) not in done]
     summary.skipped_existing = len(points) - len(todo)
     finished = 0

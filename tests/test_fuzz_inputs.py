@@ -64,8 +64,14 @@ def mutated(draw, seeds: list[str]) -> str:
     return text
 
 
+# subnormals off: a sweep earlier in the session sets torch.set_flush_denormal(True), process-wide,
+# and hypothesis refuses to draw subnormal floats under flush-to-zero
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_subnormal=False)
+    | st.text(max_size=20),
     lambda inner: (
         st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5)
     ),
