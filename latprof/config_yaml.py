@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from latprof import inputs
 from latprof.errors import InputError
 from latprof.model_spec import ModelSpec
 from latprof.registry import IMPLICIT_OPS, OPERATOR_NAMES, build_spec
@@ -50,7 +51,7 @@ TOP_LEVEL_KEYS = (
     "max_positions",
 )
 #: more layers than this is a typo in a repetition count, not a model
-MAX_LAYERS = 10_000
+MAX_LAYERS = inputs.MAX_LAYERS
 _TOKEN = re.compile(r"\s*(?:(?P<open>\()|(?P<close>\))|\*\s*(?P<star>\d+)|(?P<word>[^\s()*,]+)|,)")
 
 
@@ -100,19 +101,8 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _constr
 
 def read_yaml(path: Path) -> Any:
     """Parse a YAML file; malformed YAML is an InputError naming file, line and column."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}") from None
-    try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = " ".join(str(p) for p in (exc.context, exc.problem) if p)
-        raise InputError(f"{where}: malformed YAML: {problem}") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: malformed YAML: {exc}") from None
+    text = inputs.read_text(path, "config")  # exists, a file, UTF-8, bounded in size
+    return inputs.parse_yaml(text, str(path), loader=_Loader)  # bounded numbers, depth, size
 
 
 def load_yaml_model(path: str | Path) -> ModelSpec:
@@ -143,9 +133,10 @@ def _int(data: dict, key: str, source: str, default: int | None = None, minimum:
     value = data[key]
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InputError(
-            f"{_where(source, data, key)}: {key} must be an integer >= {minimum}, got {value!r}"
+            f"{_where(source, data, key)}: {key} must be an integer >= {minimum}, "
+            f"got {inputs.quote(value)}"
         )
-    return value
+    return inputs.bounded_int(value, f"{_where(source, data, key)}: {key}", minimum)
 
 
 def model_from_dict(data: dict, source: str = "<config>", default_name: str = "model") -> ModelSpec:
@@ -350,6 +341,8 @@ def _parse_sequence(tokens: list[tuple[str, str]], i: int, where: str) -> tuple[
             out.append(value)
             i += 1
         else:  # repetition
+            if len(value) > 6:
+                raise InputError(f"{where}: pattern: repetition *{value[:12]}... is too large")
             count = int(value)
             if last is None:
                 raise InputError(f"{where}: pattern: repetition *{value} follows nothing")

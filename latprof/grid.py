@@ -27,13 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from latprof import inputs
 from latprof.errors import InputError
 from latprof.lut import ANY_CONTEXT, Setting
 from latprof.model_spec import ModelSpec
 from latprof.registry import OPERATOR_NAMES, PREFILL_BACKEND, build_spec, operator, spec_from_key
-from latprof.settings import Settings, resolve_mode
+from latprof.settings import Settings, parse_counts, resolve_mode
 from latprof.specs import OpSpec
 
 PHASES = ("decode", "prefill")
@@ -62,7 +61,7 @@ def _as_tuple(value: Any, name: str, kind: type) -> tuple:
     items = value if isinstance(value, list | tuple) else [value]
     for item in items:
         if not isinstance(item, kind) or isinstance(item, bool) and kind is int:
-            raise InputError(f"{name}: expected {kind.__name__} values, got {item!r}")
+            raise InputError(f"{name}: expected {kind.__name__} values, got {inputs.quote(item)}")
     return tuple(items)
 
 
@@ -145,7 +144,11 @@ def expand(request: GridRequest) -> list[Point]:
     specs: list[OpSpec] = []
     for op in request.ops:
         over = overrides.get(op, {})
-        widths = _as_tuple(over.get("widths"), f"ops.{op}.widths", int) or request.widths
+        widths = (
+            parse_counts(_as_tuple(over["widths"], f"ops.{op}.widths", int), f"ops.{op}.widths")
+            if over.get("widths") is not None
+            else request.widths
+        )
         for width in widths:
             for params in _param_product(dict(over.get("params") or {})):
                 specs.append(build_spec(op, width, **params))
@@ -202,16 +205,13 @@ def model_points(
 
 def load_spec_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"sweep spec {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise InputError(f"{path}{where}: not valid YAML ({exc})") from None
+    text = inputs.read_text(path, "sweep spec")  # exists, a file, UTF-8, bounded in size
+    data = inputs.parse_yaml(text, str(path))  # bounded numbers, depth and alias expansion
     if not isinstance(data, dict) or not ("ops" in data or "op_specs" in data):
-        raise InputError(f"{path}: a sweep spec is a mapping with an `ops:` or `op_specs:` key")
+        raise InputError(
+            f"{path}: a sweep spec is a mapping with an `ops:` or `op_specs:` key, not "
+            f"{inputs.quote(data)}"
+        )
     known = {
         "name",
         "widths",
@@ -226,12 +226,25 @@ def load_spec_file(path: str | Path) -> dict[str, Any]:
         "device",
         "description",
     }
-    unknown = sorted(set(data) - known)
+    unknown = sorted(map(str, set(data) - known))
     if unknown:
         raise InputError(
             f"{path}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}"
         )
     return data
+
+
+def _counts(data: dict[str, Any], key: str, default: tuple[int, ...], path: str) -> tuple:
+    """A spec file's `batch`, `context` or `widths`: checked exactly as the flag of that name
+    (`parse_counts`: integers, `8k` allowed, >= 1, below the same ceiling)."""
+    value = data.get(key)
+    if value is None:
+        return default
+    items = value if isinstance(value, list | tuple) else [value]
+    try:
+        return parse_counts([str(v) if isinstance(v, str) else v for v in items], key)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
 
 
 def request_from_file(
@@ -265,13 +278,13 @@ def request_from_file(
         device,
         dtype=dtype or data.get("dtype"),
         mode=mode or data.get("mode"),
-        batch=_as_tuple(data.get("batch"), "batch", int) or (1,),
-        context=_as_tuple(data.get("context"), "context", int) or (1024,),
+        batch=_counts(data, "batch", (1,), path),
+        context=_counts(data, "context", (1024,), path),
         backend=_as_tuple(data.get("backends"), "backends", str) or ("torch",),
     )
     return GridRequest(
         ops=tuple(ops_field),
-        widths=_as_tuple(data.get("widths"), "widths", int) or (1024,),
+        widths=_counts(data, "widths", (1024,), path),
         settings=settings,
         phases=phases,
         op_overrides=tuple((op, dict(over or {})) for op, over in ops_field.items()),

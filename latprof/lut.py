@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from latprof import inputs
 from latprof.errors import InputError
 
 #: columns naming what was measured; together they identify a row (see `row_key`)
@@ -41,7 +42,7 @@ MEASURE_COLUMNS = (
     "steps_per_sample",
     "copies",  # independent operator copies rotated so weights never sit in cache
     "threads",
-    "flags",  # ;-separated: noisy, remeasured, throttled
+    "flags",  # ;-separated: noisy, remeasured, throttled, loaded, concurrent
     "params",
     "bytes_per_step",
     "flops_per_step",
@@ -53,6 +54,8 @@ MEASURE_COLUMNS = (
     "sm_clock_mhz_after",
     "temp_c_before",
     "temp_c_after",
+    "other_cpu_cores",  # CPU: mean cores other processes used while the group was timed
+    "steal_pct",  # CPU: hypervisor steal time during the group, percent
     "device_name",
     "measured_at",
     "error",
@@ -87,6 +90,8 @@ FLOAT_COLUMNS = frozenset(
         "sm_clock_mhz_after",
         "temp_c_before",
         "temp_c_after",
+        "other_cpu_cores",
+        "steal_pct",
     }
 )
 
@@ -145,6 +150,8 @@ def _parse(row: dict[str, str]) -> dict[str, Any]:
 def _format(value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, str):  # one row is one line: a reader never has to join lines
+        return " ".join(value.splitlines())
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
@@ -167,14 +174,26 @@ def locked(path: Path, exclusive: bool = True) -> Iterator[None]:
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
     """All complete rows of a LUT CSV.  Raises InputError if the file is not a LUT."""
+    return [row for _, row in read_numbered_rows(path)]
+
+
+def read_numbered_rows(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, row) for every complete row of a LUT CSV.
+
+    Each physical line is one row (the writer never puts a newline inside a field), so a torn
+    row (a writer killed mid-line, its quote left open or its fields short) is never joined with
+    the next line: it is skipped with a warning naming it.  A line with more fields than the
+    header, or a value of the wrong type, makes the file corrupt (InputError)."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"LUT file {path} does not exist; `latprof sweep --out {path}` makes one")
-    text = path.read_text()
+    text = inputs.read_text(path, "LUT", inputs.MAX_LUT_BYTES)
+    lines = text.split("\n")
     if not text.strip():
         return []
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader)
+    header = _split_line(lines[0])
+    if header is None:
+        raise InputError(f"{path} is not a latprof LUT: its first line is not a CSV header")
     missing = [c for c in ("op", "spec", *SETTING_COLUMNS, "latency_us_median") if c not in header]
     if missing:
         raise InputError(
@@ -182,21 +201,35 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
             "A LUT is the CSV written by `latprof sweep`."
         )
     rows = []
-    lines = text.count("\n")
-    for lineno, values in enumerate(reader, start=2):
-        if len(values) != len(header):
-            if lineno >= lines and not text.endswith("\n"):
-                print(f"latprof: skipping torn last line {lineno} of {path}", file=sys.stderr)
-                continue
+    for lineno, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        values = _split_line(line)
+        # a last line without its newline is torn even where its fields happen to add up (cut
+        # inside the last field): the writer writes whole lines, and cuts a torn one off
+        torn_last = lineno == len(lines)
+        if values is None or len(values) < len(header) or torn_last:
+            where = "last line" if torn_last else "line"
+            print(f"latprof: skipping torn {where} {lineno} of {path}", file=sys.stderr)
+            continue
+        if len(values) > len(header):
             raise InputError(
                 f"{path} line {lineno}: {len(values)} fields where the header has {len(header)}; "
                 "the file is corrupt or not a latprof LUT"
             )
         try:
-            rows.append(_parse(dict(zip(header, values, strict=True))))
+            rows.append((lineno, _parse(dict(zip(header, values, strict=True)))))
         except ValueError as exc:
-            raise InputError(f"{path} line {lineno}: {exc}") from None
+            raise InputError(f"{path} line {lineno}: {inputs.quote(str(exc), 120)}") from None
     return rows
+
+
+def _split_line(line: str) -> list[str] | None:
+    """One CSV line -> its fields; None if the line is torn (a quote left open)."""
+    try:
+        return next(csv.reader([line.removesuffix("\r")], strict=True), [])
+    except csv.Error:
+        return None
 
 
 def append_rows(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
@@ -214,27 +247,79 @@ def append_rows_locked(path: str | Path, rows: Iterable[dict[str, Any]]) -> None
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
+        if os.fstat(fd).st_size > 0:
+            _heal_torn_tail(path, fd)
         if os.fstat(fd).st_size == 0:
             os.write(fd, _line(COLUMNS))
-        else:
-            _heal_torn_tail(path, fd)
+        header = _file_header(path)
+        if not set(COLUMNS) <= set(header):  # an older LUT: rewrite it once with today's columns
+            os.close(fd)
+            header = _migrate_header(path, header)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         for row in rows:
             unknown = set(row) - set(COLUMNS)
             if unknown:
                 raise ValueError(f"unknown LUT columns {sorted(unknown)}")
-            os.write(fd, _line(_format(row.get(c)) for c in COLUMNS))
+            os.write(fd, _line(_format(row.get(c)) for c in header))
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
+def _file_header(path: Path) -> tuple[str, ...]:
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        return tuple(_split_line(fh.readline().rstrip("\n")) or ())
+
+
+def _migrate_header(path: Path, header: tuple[str, ...]) -> tuple[str, ...]:
+    """Rewrite a LUT whose header lacks some of today's columns (written by an older latprof)
+    with today's columns first and any it holds that today's lack after, each row's values
+    kept; atomically (a temporary file renamed over it).  The caller holds the lock."""
+    new = (*COLUMNS, *(c for c in header if c not in COLUMNS))
+    text = path.read_text(encoding="utf-8")
+    out = [_line(new)]
+    for line in text.split("\n")[1:]:
+        values = _split_line(line) if line.strip() else None
+        if values is None or len(values) != len(header):
+            continue  # torn lines are not carried over (a reader skips them anyway)
+        by_name = dict(zip(header, values, strict=True))
+        out.append(_line(by_name.get(c, "") for c in new))
+    tmp = path.with_name(path.name + f".{os.getpid()}.migrate")
+    with open(tmp, "wb") as fh:
+        fh.write(b"".join(out))
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+    return new
+
+
 def _heal_torn_tail(path: Path, fd: int) -> None:
-    """If a killed writer left a line without its newline, end it so the next row starts clean
-    (the torn line is then skipped by the field-count check on reading)."""
+    """If a killed writer left a last line without its newline, cut that torn line off
+    (truncate to just after the last newline): terminating it instead would leave half a row in
+    the file for every reader to trip over.  The caller holds the LUT lock."""
+    size = os.fstat(fd).st_size
     with open(path, "rb") as fh:
-        fh.seek(-1, os.SEEK_END)
-        if fh.read(1) != b"\n":
-            os.write(fd, b"\n")
+        fh.seek(size - 1)
+        if fh.read(1) == b"\n":
+            return
+        end = size
+        while end > 0:
+            start = max(0, end - 65536)
+            fh.seek(start)
+            chunk = fh.read(end - start)
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:
+                keep = start + cut + 1
+                break
+            end = start
+        else:
+            keep = 0
+    print(
+        f"latprof: {path}: cutting off a torn last line ({size - keep} bytes, a writer killed "
+        "mid-row)",
+        file=sys.stderr,
+    )
+    os.ftruncate(fd, keep)  # keep 0: the header itself was torn; the caller writes it again
 
 
 def _line(values: Iterable[str]) -> bytes:
@@ -245,13 +330,20 @@ def _line(values: Iterable[str]) -> bytes:
 
 # ---- provenance ----------------------------------------------------------------------------
 def read_provenance(path: str | Path) -> dict[str, Any]:
+    """The LUT's sidecar: {} if absent; a sidecar that is not a JSON object is refused."""
     side = sidecar_path(path)
     if not side.exists():
         return {}
-    try:
-        return json.loads(side.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{side}: provenance sidecar is not valid JSON ({exc})") from None
+    text = inputs.read_text(side, "provenance sidecar", inputs.MAX_LUT_BYTES)
+    prov = inputs.parse_json(text, str(side))
+    if not isinstance(prov, dict):
+        raise InputError(
+            f"{side}: a provenance sidecar holds a JSON object, not {type(prov).__name__}; "
+            "move it away (the rows do not need it) or restore the one `latprof sweep` wrote"
+        )
+    if not isinstance(prov.get("runs", []), list):
+        raise InputError(f"{side}: `runs` must be a list")
+    return prov
 
 
 def record_run(path: str | Path, run: dict[str, Any]) -> dict[str, Any]:
@@ -299,12 +391,28 @@ class LUT:
     provenance: dict[str, Any] = field(default_factory=dict)
     index: dict[tuple, dict[str, Any]] = field(default_factory=dict)
 
+    #: line -> why that row failed validation (`latprof.lut_validate`); those rows are left
+    #: out of `index`, so nothing is ever summed from them
+    problems: dict[int, str] = field(default_factory=dict)
+    #: the line of each row in `rows` (0 for rows held in memory)
+    lines: list[int] = field(default_factory=list)
+
     @classmethod
-    def load(cls, path: str | Path) -> LUT:
+    def load(cls, path: str | Path, strict: bool = True) -> LUT:
+        """Read and validate a LUT.  `strict`: any row that fails validation (or a conflicting
+        duplicate) is an InputError; otherwise such rows are kept in `rows`, listed in
+        `problems`, and left out of `index` (`latprof show` marks them)."""
+        from latprof import lut_validate
+
         path = Path(path)
-        rows = read_rows(path)
-        index = {key_of_row(r): r for r in rows}  # a later row (re-measurement) wins
-        return cls(path, rows, read_provenance(path), index)
+        numbered = read_numbered_rows(path)
+        found = lut_validate.problems(numbered, key_of_row)
+        if found and strict:
+            raise lut_validate.refusal(path, found)
+        index = {key_of_row(r): r for line, r in numbered if line not in found}
+        # a later row (a re-measurement of an oom or error point) wins
+        rows = [r for _, r in numbered]
+        return cls(path, rows, read_provenance(path), index, found, [n for n, _ in numbered])
 
     @classmethod
     def from_rows(

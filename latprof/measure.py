@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import torch
 
 from latprof import device_info, gpu_clocks
+from latprof.device_memory import device_memory_bytes, too_big_message
 from latprof.errors import InputError
 from latprof.lut import Setting
 from latprof.ops import backend_unavailable, build_block, torch_dtype
@@ -211,10 +212,17 @@ def plan_groups(targets: Sequence[Target], llc_bytes: int) -> list[list[Target]]
     )
 
 
+#: how allocators word an out-of-memory RuntimeError (CUDA's, and the CPU allocator's)
+OOM_MESSAGES = ("out of memory", "can't allocate memory", "defaultcpuallocator")
+
+
 def is_oom(exc: BaseException) -> bool:
+    """CUDA OOM (torch.cuda.OutOfMemoryError), a MemoryError, or the CPU allocator's
+    RuntimeError ("DefaultCPUAllocator: can't allocate memory: you tried to allocate ...")."""
     if isinstance(exc, MemoryError | torch.OutOfMemoryError):
         return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(m in text for m in OOM_MESSAGES)
 
 
 def _failed(target: Target, copies: int, exc: BaseException) -> Result:
@@ -253,8 +261,15 @@ def measure(targets: Sequence[Target], llc_bytes: int, config: TimerConfig) -> l
         t.check()
     results: list[Result | None] = [None] * len(targets)
     ready: list[tuple[int, Workload, int]] = []
+    memory = device_memory_bytes(targets[0].device)
     for i, target in enumerate(targets):
         copies = copies_needed(target, llc_bytes)
+        needed = target.bytes_per_copy() * copies
+        if memory is not None and needed > memory:  # oom without trying to allocate it
+            results[i] = Result(
+                target, copies, None, "oom", too_big_message(needed, memory, target.device)
+            )
+            continue
         try:
             if target.device == "cuda":
                 results[i] = _measure_gpu(target, copies, config)

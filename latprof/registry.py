@@ -12,10 +12,12 @@ one `Operator(...)` entry below (README, "Adding an operator").
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from latprof.errors import InputError
+from latprof.inputs import quote
 from latprof.specs.attention import AttentionSpec
 from latprof.specs.base import OpSpec, parse_value
 from latprof.specs.deltanet import DeltaNetSpec
@@ -195,15 +197,27 @@ def build_spec(op: str, width: int, **overrides: Any) -> OpSpec:
     return cls.resolve(width, **{k: v for k, v in overrides.items() if v is not None})
 
 
+_KEY = re.compile(r"(?P<op>[a-z][a-z0-9_]*)\((?P<body>[^()]*)\)")
+_FIELD = re.compile(r"(?P<name>[a-z][a-z0-9_]*)=(?P<value>[A-Za-z0-9_.+-]+)")
+
+
 def spec_from_key(key: str) -> OpSpec:
-    """Inverse of `OpSpec.key`."""
-    if not isinstance(key, str) or not key.endswith(")"):
-        raise InputError(f"malformed operator spec {key!r}: expected op(width=...,...)")
-    try:
-        op, rest = key.split("(", 1)
-        fields = dict(item.split("=", 1) for item in rest.rstrip(")").split(","))
-        values = {k: parse_value(v) for k, v in fields.items()}
-        width = values.pop("width")
-    except (ValueError, KeyError):
-        raise InputError(f"malformed operator spec {key!r}") from None
-    return build_spec(op, width, **values)
+    """Inverse of `OpSpec.key`: `op(width=W,name=value,...)`, strictly: one pair of parentheses,
+    no spaces, each field once, `width` among them; fields left out take their defaults."""
+    shown = quote(key, 80)
+    expected = "expected op(width=W,name=value,...), e.g. ffn(width=2048,ffn_dim=6144)"
+    match = _KEY.fullmatch(key) if isinstance(key, str) and len(key) <= 1000 else None
+    if match is None:
+        raise InputError(f"malformed operator spec {shown}: {expected}")
+    values: dict[str, Any] = {}
+    for item in match["body"].split(","):
+        field = _FIELD.fullmatch(item)
+        if field is None:
+            raise InputError(f"malformed operator spec {shown}: field {quote(item)}; {expected}")
+        if field["name"] in values:
+            raise InputError(f"malformed operator spec {shown}: {field['name']} given twice")
+        values[field["name"]] = parse_value(field["value"])
+    if "width" not in values:
+        raise InputError(f"malformed operator spec {shown}: no width; {expected}")
+    width = values.pop("width")
+    return build_spec(match["op"], width, **values)

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -65,10 +66,10 @@ def sweep_summary_table(summary: Any) -> None:
     for key, value in summary.as_dict().items():
         if key == "error_messages":
             continue
-        table.add_row(key, str(value))
+        table.add_row(key, escape(str(value)))
     console.print(table)
     for message in summary.error_messages[:10]:
-        err_console.print(f"[red]error[/red] {message}")
+        err_console.print(f"[red]error[/red] {escape(message)}")
 
 
 LUT_COLUMNS = (
@@ -82,9 +83,13 @@ LUT_COLUMNS = (
 )
 
 
-def lut_table(rows: list[dict[str, Any]], title: str) -> Table:
-    """LUT rows with latency, spread, achieved GB/s and percent of the bandwidth floor."""
-    table = Table(title=title)
+def lut_table(
+    rows: list[dict[str, Any]], title: str, problems: dict[int, str] | None = None
+) -> Table:
+    """LUT rows with latency, spread, achieved GB/s and percent of the bandwidth floor.
+    `problems`: id(row) -> why it failed validation; such a row is marked INVALID in red."""
+    problems = problems or {}
+    table = Table(title=escape(title))
     for _, header in LUT_COLUMNS:
         table.add_column(
             header, justify="right" if header in ("width", "batch", "context") else "left"
@@ -92,20 +97,22 @@ def lut_table(rows: list[dict[str, Any]], title: str) -> Table:
     for header in ("median", "p10-p90", "cv", "floor", "GB/s", "% floor", "flags"):
         table.add_column(header, justify="right")
     for r in rows:
-        cells = [str(r.get(k) if r.get(k) is not None else "-") for k, _ in LUT_COLUMNS]
+        cells = [escape(str(r.get(k) if r.get(k) is not None else "-")) for k, _ in LUT_COLUMNS]
         if r.get("context") == 0 and r.get("phase") == "decode":
             cells[3] = "any"
         if r.get("phase") == "prefill":
             cells[0] = f"{r['op']} (prefill)"
-        if r.get("status") != "ok":
+        if id(r) in problems:
+            cells += ["[red]INVALID[/red]", "", "", "", "", "", escape(problems[id(r)][:60])]
+        elif r.get("status") != "ok":
             cells += [
-                f"[red]{r.get('status')}[/red]",
+                f"[red]{escape(str(r.get('status')))}[/red]",
                 "",
                 "",
                 "",
                 "",
                 "",
-                (r.get("error") or "")[:40],
+                escape((r.get("error") or "")[:40]),
             ]
         else:
             p10, p90 = r.get("latency_us_p10"), r.get("latency_us_p90")
@@ -116,7 +123,7 @@ def lut_table(rows: list[dict[str, Any]], title: str) -> Table:
                 fmt_us(r.get("roofline_us")),
                 f"{r['achieved_gbps']:,.1f}" if r.get("achieved_gbps") is not None else "-",
                 f"{r['pct_of_roofline']:.0f}%" if r.get("pct_of_roofline") is not None else "-",
-                r.get("flags") or "",
+                escape(r.get("flags") or ""),
             ]
         table.add_row(*cells)
     return table
@@ -143,7 +150,7 @@ def compare_tables(report: Any) -> None:
         table.add_column(header, justify="left" if header == "model" else "right")
     for p in report.points:
         cells = [
-            p.model,
+            escape(p.model),
             str(p.operators),
             str(p.width),
             str(p.context),
@@ -188,11 +195,11 @@ def compare_tables(report: Any) -> None:
     for g in report.generations:
         err = 100 * (g.estimate_s - g.measured_s) / g.measured_s
         console.print(
-            f"generation {g.model}: {g.generate} tokens after {g.prompt}: "
+            f"generation {escape(g.model)}: {g.generate} tokens after {g.prompt}: "
             f"LUT {g.estimate_s:.3f} s, measured {g.measured_s:.3f} s ({err:+.1f}%)"
         )
     for note in report.notes:
-        console.print(f"[dim]note: {note}[/dim]")
+        console.print(f"[dim]note: {escape(note)}[/dim]")
 
 
 # ---- `latprof estimate` --------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from latprof import inputs
 from latprof.errors import InputError
 from latprof.registry import OPERATOR_NAMES, operator
 from latprof.specs import canonical_dtype
@@ -26,9 +27,24 @@ MODES = ("graph", "eager")
 
 
 # ---- numbers and names from the command line -----------------------------------------------
+#: the largest value each list flag takes (`latprof.inputs` documents the ceilings)
+CEILINGS = {
+    "batch": inputs.MAX_BATCH,
+    "context": inputs.MAX_CONTEXT,
+    "prompt": inputs.MAX_CONTEXT,
+    "generate": inputs.MAX_CONTEXT,
+    "depths": inputs.MAX_LAYERS,
+}
+
+
 def parse_counts(value: str | int | Iterable[int], name: str, minimum: int = 1) -> tuple[int, ...]:
     """`"1,8,32"` -> (1, 8, 32); `k` suffixes allowed (`32k` = 32768); ints pass through.
-    Every value must be an integer >= `minimum`."""
+    Every value must be an integer >= `minimum` and at most the ceiling of `name` (`CEILINGS`;
+    `inputs.MAX_SIZE` for any other list, widths among them).  Spec files' lists go through
+    here too, so a file and a flag are checked alike."""
+    maximum = CEILINGS.get(name, inputs.MAX_SIZE)
+    if isinstance(value, str) and len(value) > 10_000:
+        raise InputError(f"--{name}: {len(value):,} characters is not a list of counts")
     if isinstance(value, str):
         items: list[object] = [item.strip().lower() for item in value.split(",") if item.strip()]
     elif isinstance(value, int):
@@ -38,19 +54,28 @@ def parse_counts(value: str | int | Iterable[int], name: str, minimum: int = 1) 
     out = []
     for item in items:
         if isinstance(item, str):
+            digits = item[:-1] if item.endswith("k") else item
             try:
-                number = int(item[:-1]) * 1024 if item.endswith("k") else int(item)
+                if len(digits) > inputs.MAX_INT_DIGITS:
+                    raise ValueError
+                number = int(digits) * 1024 if item.endswith("k") else int(digits)
             except ValueError:
                 raise InputError(
-                    f"--{name}: {item!r} is not an integer (expected e.g. 1,8,32 or 8k)"
+                    f"--{name}: {inputs.quote(item)} is not an integer (expected e.g. 1,8,32 or 8k)"
                 ) from None
         elif isinstance(item, int) and not isinstance(item, bool):
             number = item
         else:
-            raise InputError(f"--{name}: {item!r} is not an integer")
+            raise InputError(f"--{name}: {inputs.quote(item)} is not an integer")
         if number < minimum:
             positive = " (a positive integer)" if minimum == 1 else ""
-            raise InputError(f"--{name}: must be >= {minimum}{positive}, got {number}")
+            raise InputError(
+                f"--{name}: must be >= {minimum}{positive}, got {inputs.quote(number)}"
+            )
+        if number > maximum:
+            raise InputError(
+                f"--{name}: {inputs.quote(number)} is over latprof's limit of {maximum:,}"
+            )
         out.append(number)
     if not out:
         raise InputError(f"--{name}: give at least one value")

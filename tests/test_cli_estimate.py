@@ -309,7 +309,7 @@ def test_extrapolation_is_refused_then_flagged(flash):
         (["--memory-only", "--batch", "0"], "--batch: must be >= 1"),
         (["--memory-only", "--batch", "1,8"], "is not one integer"),
         (["--memory-only", "--dtype", "int3"], "unknown dtype 'int3'"),
-        (["--memory-only", "--device-memory", "-1"], "device memory must be positive"),
+        (["--memory-only", "--device-memory", "-1"], "--device-memory: must be positive"),
     ],
 )
 def test_bad_flags(flash, flags, message):

@@ -105,7 +105,7 @@ def test_malformed_spec_file_names_file_and_line(tmp_path):
     result = _invoke(
         "sweep", "--spec", str(spec), "--device", "cpu", "--out", str(tmp_path / "X.csv")
     )
-    assert result.exit_code == 2 and "bad.yaml line" in result.output
+    assert result.exit_code == 2 and "bad.yaml:2:" in result.output
 
 
 def test_sweep_json_then_show_filters(tmp_path):

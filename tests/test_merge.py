@@ -96,7 +96,7 @@ def test_luts_of_two_devices_are_refused_naming_both(tmp_path, flash_rows):
         ({"versions": {"torch": "2.12.0"}}, "torch version differs"),
         ({"versions": {"latprof": "0.2.0"}}, "latprof version differs"),
         ({"versions": {"fla": "0.5.1"}}, "fla version differs"),
-        ({"dtype": "bf16"}, "dtype differs"),
+        ({"dtype": "bfloat16"}, "dtype differs"),
     ],
 )
 def test_other_dtypes_and_versions_are_refused(tmp_path, flash_rows, change, message):
@@ -110,10 +110,19 @@ def test_other_dtypes_and_versions_are_refused(tmp_path, flash_rows, change, mes
     assert merge.merge_luts([a, b], tmp_path / "m.csv", force=True).forced
 
 
+def _latency(median_us: float) -> dict[str, float]:
+    """Latency columns a loaded LUT accepts (p10 <= median <= p90)."""
+    return {
+        "latency_us_median": median_us,
+        "latency_us_p10": 0.9 * median_us,
+        "latency_us_p90": 1.1 * median_us,
+    }
+
+
 def test_duplicates_keep_the_lower_cv_and_are_counted(tmp_path, flash_rows):
     rows = flash_rows[:6]
-    steady = [{**r, "latency_cv": 0.01, "latency_us_median": 10.0} for r in rows[:3]]
-    noisy = [{**r, "latency_cv": 0.30, "latency_us_median": 99.0} for r in rows[:3]]
+    steady = [{**r, "latency_cv": 0.01, **_latency(10.0)} for r in rows[:3]]
+    noisy = [{**r, "latency_cv": 0.30, **_latency(99.0)} for r in rows[:3]]
     a = _write(tmp_path / "a.csv", [*noisy, *rows[3:]])
     b = _write(tmp_path / "b.csv", steady)
     error = [{**rows[3], "status": "error", "latency_cv": None, "error": "boom"}]
@@ -207,10 +216,10 @@ def test_show_and_estimate_read_a_merged_lut_like_the_whole(tmp_path, flash_rows
 
 
 def test_inputs_with_the_same_mix_of_dtypes_merge(tmp_path, flash_rows):
-    mixed = [*flash_rows[:2], *[{**r, "dtype": "bf16"} for r in flash_rows[:2]]]
+    mixed = [*flash_rows[:2], *[{**r, "dtype": "bfloat16"} for r in flash_rows[:2]]]
     a = _write(tmp_path / "a.csv", mixed)
     b = _write(
-        tmp_path / "b.csv", [*flash_rows[2:4], *[{**r, "dtype": "bf16"} for r in flash_rows[2:4]]]
+        tmp_path / "b.csv", [*flash_rows[2:4], *[{**r, "dtype": "bfloat16"} for r in flash_rows[2:4]]]
     )
     assert merge.merge_luts([a, b], tmp_path / "m.csv").rows_out == 8
     c = _write(tmp_path / "c.csv", flash_rows[4:6])  # float32 only: not a's dtypes

@@ -1,6 +1,8 @@
 """latprof's command line: a thin Typer app.  Each command lives in its own module, parses flags,
 calls the library and prints; user mistakes (`InputError`) become a one-paragraph message and exit
-code 2.  Heavy imports (torch) happen inside commands, so `latprof estimate` starts fast."""
+code 2, anything else a short message and exit code 1 with a hint to rerun with `--debug` (a
+global flag, anywhere on the command line; or LATPROF_DEBUG=1) for the traceback.  Heavy imports
+(torch) happen inside commands, so `latprof estimate` starts fast."""
 
 from __future__ import annotations
 
@@ -30,5 +32,21 @@ def _register() -> None:
 
 
 def main() -> None:
+    import os
+    import sys
+
+    from latprof.cli.common import DEBUG_ENV, debug_enabled, fail_unexpected
+
+    if "--debug" in sys.argv[1:]:
+        sys.argv = [a for a in sys.argv if a != "--debug"]
+        os.environ[DEBUG_ENV] = "1"
     _register()
-    app()
+    try:
+        app()
+    except Exception as exc:  # the last resort: commands already handle their own errors
+        if debug_enabled():
+            raise
+        try:
+            fail_unexpected(exc)
+        except typer.Exit as done:
+            sys.exit(done.exit_code)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import textwrap
 from collections.abc import Callable
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import click
 import typer
 
 from latprof.errors import InputError
@@ -131,8 +134,19 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+#: set (to anything but "" or "0") for tracebacks instead of the last-resort message;
+#: `latprof --debug ...` sets it
+DEBUG_ENV = "LATPROF_DEBUG"
+
+
+def debug_enabled() -> bool:
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
 def handles_input_errors(func: F) -> F:
-    """Turn InputError into a one-paragraph message and exit code 2 (never a traceback)."""
+    """Turn InputError into a one-paragraph message and exit code 2 (never a traceback); any
+    other exception, a bug, into a short message, a hint to rerun with --debug, and exit code 1
+    (`latprof --debug` or LATPROF_DEBUG=1 shows the traceback instead)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -140,8 +154,41 @@ def handles_input_errors(func: F) -> F:
             return func(*args, **kwargs)
         except InputError as exc:
             fail(str(exc), 2)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:
+            if debug_enabled():
+                raise
+            fail_unexpected(exc)
 
     return wrapper  # type: ignore[return-value]
+
+
+def fail_unexpected(exc: BaseException) -> None:
+    """The last-resort message for an exception latprof did not expect: exit code 1."""
+    text = " ".join(str(exc).split())
+    text = text if len(text) <= 300 else text[:297] + "..."
+    fail(
+        f"unexpected {type(exc).__name__}: {text}. This is a latprof bug or an environment "
+        "problem, not a mistake in your input; rerun with `latprof --debug ...` (or "
+        f"{DEBUG_ENV}=1) to see the traceback, and report it.",
+        1,
+    )
+
+
+def check_lut_output(path: Path) -> None:
+    """A LUT that will be written (`--out`, `--lut` with --measure-missing): it, its sidecar and
+    its lock file can be written, checked before anything is measured."""
+    from latprof.inputs import check_output_path
+    from latprof.lut import sidecar_path
+
+    check_output_path(
+        path, "--out", siblings=(sidecar_path(path), path.with_name(path.name + ".lock"))
+    )
+    if path.exists():
+        from latprof.lut import read_numbered_rows
+
+        read_numbered_rows(path)  # a binary or foreign file is refused now, not after measuring
 
 
 def print_json(obj: Any) -> None:

@@ -17,6 +17,7 @@ from latprof.cli.common import (
     DtypeOpt,
     JsonOpt,
     ModeOpt,
+    check_lut_output,
     handles_input_errors,
     measure_settings,
     print_json,
@@ -67,14 +68,18 @@ def compare(
     as_json: JsonOpt = False,
 ) -> None:
     """Build whole models, time their decode steps end to end and compare with the LUT sum."""
+    from latprof import inputs
     from latprof.compare import CompareRequest, plot, run_compare
-    from latprof.errors import InputError
     from latprof.report import compare_tables, progress_bar
 
-    if generate is not None and generate <= 0:
-        raise InputError(f"--generate must be positive, got {generate}")
-    if samples is not None and samples < 3:
-        raise InputError(f"--samples must be at least 3 (for p10/p90), got {samples}")
+    if generate is not None:
+        inputs.bounded_int(generate, "--generate", 1, inputs.MAX_CONTEXT)
+    if prompt is not None:
+        inputs.bounded_int(prompt, "--prompt", 0, inputs.MAX_CONTEXT)
+    inputs.samples(samples)
+    inputs.check_plot_path(plot_path)
+    if measure_missing:
+        check_lut_output(lut)
     settings = measure_settings(
         device=device,
         dtype=dtype,

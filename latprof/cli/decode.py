@@ -53,12 +53,11 @@ def decode(
 ) -> None:
     """Prefill, then decode T tokens per model: prefill time, decode time, tokens/s, step latency
     along the generation and its roofline."""
+    from latprof import inputs
     from latprof.decode_run import run_decode
-    from latprof.errors import InputError
     from latprof.settings import Settings, parse_count
 
-    if threads is not None and not 0 < threads <= 1024:
-        raise InputError(f"--threads must be between 1 and 1024, got {threads}")
+    inputs.threads(threads)
     modes = (
         None if mode is None else (("graph", "eager") if mode.value == "both" else (mode.value,))
     )

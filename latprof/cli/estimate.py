@@ -21,6 +21,7 @@ from latprof.cli.common import (
     LutModeOpt,
     OneBatchOpt,
     PromptOpt,
+    check_lut_output,
     handles_input_errors,
     lut_settings,
     print_json,
@@ -72,9 +73,14 @@ def estimate(
     as_json: JsonOpt = False,
 ) -> None:
     """Estimate decode latency, memory and throughput of a model from a LUT."""
+    from latprof import inputs
     from latprof.estimate import EstimateRequest, run_estimate
 
     settings = lut_settings(device=device, dtype=dtype, mode=mode, batch=batch, backend=backend)
+    if device_memory is not None:
+        inputs.bounded_float(device_memory, "--device-memory", 0.0, inputs.MAX_DEVICE_MEMORY_GB)
+    if measure_missing and lut is not None:
+        check_lut_output(lut)
     request = EstimateRequest(
         config=config,
         lut=lut,

@@ -21,6 +21,7 @@ from latprof.cli.common import (
     LutModeOpt,
     OneBatchOpt,
     PromptOpt,
+    check_lut_output,
     handles_input_errors,
     lut_settings,
     print_json,
@@ -83,10 +84,15 @@ def frontier(
 ) -> None:
     """Per depth, the widest model within each latency budget, and its parameters."""
     from latprof import frontier as fr
+    from latprof import inputs
     from latprof.estimate import Estimator
     from latprof.settings import parse_count, parse_counts
 
     settings = lut_settings(device=device, dtype=dtype, mode=mode, batch=batch, backend=backend)
+    inputs.check_plot_path(plot_path)
+    inputs.check_output_dir(export, "--export")
+    if measure_missing:
+        check_lut_output(lut)
     fam = fr.load_family(family, vocab)
     loss = fr.LossModel.load(loss_model) if loss_model else None
     query = dict(

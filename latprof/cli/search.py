@@ -78,6 +78,7 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """Search the space for the best-scoring models within the latency budget."""
+    from latprof import inputs
     from latprof import search as se
     from latprof.errors import InputError
     from latprof.estimate import Estimator
@@ -93,6 +94,7 @@ def search(
     if not 0 < score_timeout < 1e6:
         raise InputError(f"--score-timeout must be positive seconds, got {score_timeout}")
     settings = lut_settings(device=device, dtype=dtype, mode=mode, batch=batch, backend=backend)
+    inputs.check_output_dir(out, "--out")
     space_spec = se.Space.load(space)
     scorer = se.Score(score, score_timeout)
     scorer.check()

@@ -26,7 +26,8 @@ def show(
     from latprof.registry import spec_class
     from latprof.report import console, lut_table
 
-    table = LUT.load(lut_path)
+    table = LUT.load(lut_path, strict=False)  # invalid rows are shown, marked
+    by_id = {id(r): line for r, line in zip(table.rows, table.lines, strict=True)}
     rows = table.rows
     if ops:
         wanted = parse_names(ops)
@@ -51,10 +52,27 @@ def show(
             r["mode"],
         ),
     )
+    problems = {id(r): table.problems[by_id[id(r)]] for r in rows if by_id[id(r)] in table.problems}
     if as_json:
-        print_json({"lut": str(lut_path), "provenance": table.provenance, "rows": rows})
+        marked = [
+            {**r, "line": by_id[id(r)], "problem": problems.get(id(r))} if problems else r
+            for r in rows
+        ]
+        doc = {"lut": str(lut_path), "provenance": table.provenance, "rows": marked}
+        if table.problems:
+            doc["problems"] = {str(k): v for k, v in sorted(table.problems.items())}
+        print_json(doc)
         return
     prov = table.provenance
     device, gbps = prov.get("device_name", "?"), prov.get("bandwidth_gbps", "?")
     title = f"{lut_path} — {device}, bandwidth floor at {gbps} GB/s"
-    console.print(lut_table(rows, title))
+    console.print(lut_table(rows, title, problems))
+    if table.problems:
+        from rich.markup import escape
+
+        console.print(
+            f"[red]{len(table.problems)} row(s) failed validation[/red] (estimates refuse this "
+            "LUT until they are fixed or deleted):"
+        )
+        for line, problem in sorted(table.problems.items()):
+            console.print(f"  line {line}: {escape(problem)}")

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from latprof import inputs
 from latprof.cli import app
 from latprof.cli.common import (
     BackendOpt,
@@ -19,6 +20,7 @@ from latprof.cli.common import (
     DtypeOpt,
     JsonOpt,
     ModeOpt,
+    check_lut_output,
     handles_input_errors,
     measure_settings,
     print_json,
@@ -83,6 +85,10 @@ def sweep(
     ray: RayOpt = None,
     shards: ShardsOpt = None,
     progress_file: ProgressFileOpt = None,
+    retry_oom: Annotated[
+        bool,
+        typer.Option("--retry-oom", help="Measure again points the LUT holds as oom."),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure operator decode steps on this device; rows are appended to --out as measured.
@@ -96,10 +102,9 @@ def sweep(
 
     if spec is None and ops is None and not op_spec:
         raise InputError("say what to measure: --spec FILE, --ops LIST or --op-spec KEY")
-    if threads is not None and threads <= 0:
-        raise InputError(f"--threads must be positive, got {threads}")
-    if samples is not None and samples < 3:
-        raise InputError(f"--samples must be at least 3 (for p10/p90), got {samples}")
+    inputs.threads(threads)
+    inputs.samples(samples)
+    check_lut_output(out)
     if spec is not None:
         request = grid.request_from_file(
             grid.load_spec_file(spec),
@@ -119,7 +124,15 @@ def sweep(
             phases=_phases(phase),
             op_specs=tuple(op_spec or ()),
         )
-    run(request, out, threads=threads, samples=samples, as_json=as_json, fleet=fleet)
+    run(
+        request,
+        out,
+        threads=threads,
+        samples=samples,
+        as_json=as_json,
+        fleet=fleet,
+        retry_oom=retry_oom,
+    )
 
 
 def _phases(text: str) -> tuple[str, ...]:
@@ -140,6 +153,7 @@ def run(
     samples: int | None,
     as_json: bool,
     fleet: Fleet | None = None,
+    retry_oom: bool = False,
 ) -> None:
     from latprof import shard as sharding
     from latprof.cli.fleet import run_fleet
@@ -183,6 +197,7 @@ def run(
             on_progress=_progress_to_file(fleet.progress_file, on_progress),
             command=command,
             run_info=run_info,
+            retry_oom=retry_oom,
         )
     if as_json:
         print_json(summary.as_dict())

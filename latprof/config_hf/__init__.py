@@ -17,11 +17,11 @@ share), and the loaders by family: `transformers`, `ssm` (Mamba, Mamba2), `nemot
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from latprof import inputs
 from latprof.config_hf.fields import HFConfig
 from latprof.config_hf.hybrids import (
     bamba_layers,
@@ -58,14 +58,8 @@ LOADERS: dict[str, Callable[[HFConfig], list[OpSpec]]] = {
 def load_hf_config(path: str | Path) -> ModelSpec:
     """Read a config.json; malformed JSON names the file, line and column."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}:{exc.lineno}:{exc.colno}: malformed JSON: {exc.msg}") from None
+    text = inputs.read_text(path, "config")  # exists, a file, UTF-8, bounded in size
+    data = inputs.parse_json(text, str(path))  # bounded numbers, depth and size
     name = path.parent.name if path.stem == "config" and path.parent.name else path.stem
     return model_from_hf(data, source=str(path), name=name)
 
@@ -83,9 +77,15 @@ def model_from_hf(data: Any, source: str = "<config.json>", name: str = "model")
     loader = LOADERS.get(model_type) if isinstance(model_type, str) else None
     if loader is None:
         raise InputError(
-            f"{source}: unsupported model_type {model_type!r}; supported: "
+            f"{source}: unsupported model_type {inputs.quote(model_type)}; supported: "
             f"{', '.join(sorted(LOADERS))} (or describe the model in latprof YAML)"
         )
+    for key, value in data.items():  # layer patterns and lists: bounded before any is expanded
+        if isinstance(value, str | list) and len(value) > inputs.MAX_LAYERS:
+            raise InputError(
+                f"{source}: field {inputs.quote(key)} holds {len(value):,} items or characters, "
+                f"over the limit of {inputs.MAX_LAYERS:,} (latprof's bound on layers)"
+            )
     cfg = HFConfig(data, source)
     layers = loader(cfg)
     tied = data.get("tie_word_embeddings", True)

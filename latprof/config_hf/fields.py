@@ -6,10 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 from latprof.errors import InputError
+from latprof.inputs import MAX_LAYERS, MAX_SIZE, bounded_float, quote
 from latprof.registry import build_spec
 from latprof.specs import OpSpec
 
 _REQUIRED = object()
+#: fields that count layers: bounded by MAX_LAYERS (a config of 1e9 layers would never load)
+LAYER_COUNT_KEYS = frozenset(
+    {"num_hidden_layers", "n_layer", "num_layers", "n_layers", "num_mamba_layers"}
+)
 
 
 class HFConfig:
@@ -35,8 +40,22 @@ class HFConfig:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self.error(f"{key} must be an integer >= {minimum}, got {value!r}")
+            raise self.error(f"{key} must be an integer >= {minimum}, got {quote(value)}")
+        ceiling = MAX_LAYERS if key in LAYER_COUNT_KEYS else MAX_SIZE
+        if value > ceiling:
+            what = "layers" if key in LAYER_COUNT_KEYS else "for any size"
+            raise self.error(f"{key} is {quote(value)}, over latprof's limit of {ceiling:,} {what}")
         return value
+
+    def number(self, key: str, maximum: float = 1e6) -> float | None:
+        """A finite positive number (a ratio, a scale) or None when absent."""
+        value = self.data.get(key)
+        if value is None:
+            return None
+        try:
+            return bounded_float(value, key, 0.0, maximum)
+        except InputError as exc:
+            raise self.error(str(exc)) from None
 
     def opt_int(self, *keys: str) -> int | None:
         """The first of `keys` present with a positive value ("auto", null and values <= 0,
@@ -53,7 +72,9 @@ class HFConfig:
         if value is None:
             return list(default or [])
         if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
-            raise self.error(f"{key} must be a list of integers, got {value!r}")
+            raise self.error(f"{key} must be a list of integers, got {quote(value)}")
+        if len(value) > MAX_LAYERS:
+            raise self.error(f"{key} has {len(value):,} items, over the limit of {MAX_LAYERS:,}")
         return value
 
     def str_list(self, key: str) -> list[str] | None:
@@ -61,7 +82,9 @@ class HFConfig:
         if value is None:
             return None
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise self.error(f"{key} must be a list of strings, got {value!r}")
+            raise self.error(f"{key} must be a list of strings, got {quote(value)}")
+        if len(value) > MAX_LAYERS:
+            raise self.error(f"{key} has {len(value):,} items, over the limit of {MAX_LAYERS:,}")
         return value
 
     def spec(self, op: str, width: int, **params: Any) -> OpSpec:

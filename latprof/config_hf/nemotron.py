@@ -72,9 +72,7 @@ def nemotron_flash_layers(cfg: HFConfig) -> list[OpSpec]:
     if n != len(types):
         raise cfg.error(f"layer_types has {len(types)} entries, num_hidden_layers {n}")
     inner = cfg.int("intermediate_size", default=0, minimum=0)
-    ratio = cfg.data.get("ffn_expand_ratio")
-    if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float))):
-        raise cfg.error(f"ffn_expand_ratio must be a number, got {ratio!r}")
+    ratio = cfg.number("ffn_expand_ratio")
     ffn_dim = int(ratio * width) // 128 * 128 if ratio else inner
     act = cfg.data.get("mlp_hidden_act", "silu")
     heads = cfg.int("num_attention_heads")

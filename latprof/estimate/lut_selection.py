@@ -84,8 +84,20 @@ def resolve_settings(
     chosen_dtype = pick("dtype", "--dtype", canonical_dtype(dtype) if dtype else None, dtypes)
     devices = {r["device"]: r["device"] for r in rows}
     names = {r["device_name"] for r in rows if r.get("device_name")}
-    if lut.provenance.get("device_name"):
-        names.add(lut.provenance["device_name"])
+    side_name = lut.provenance.get("device_name")
+    if side_name and names and names != {side_name}:  # rows and sidecar disagree: one is wrong
+        message = (
+            f"{lut.path}: its sidecar says the rows were measured on {side_name!r}, but the rows "
+            f"name {', '.join(repr(n) for n in sorted(names))}."
+        )
+        if not force:
+            raise InputError(
+                message + " A LUT whose provenance does not match its rows is refused: restore "
+                "the sidecar `latprof sweep` wrote, or pass --force to use the rows anyway."
+            )
+        notes.append(f"forced: sidecar device {side_name!r} does not match the rows")
+    if side_name:
+        names.add(side_name)
     kind = (device or "auto").strip().lower()
     if kind in ("auto", "cpu", "cuda"):
         chosen_device = pick("device", "--device", None if kind == "auto" else kind, devices)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from latprof.errors import InputError
+from latprof.inputs import MAX_SIZE, quote
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 DTYPE_ALIASES = {
@@ -69,10 +70,13 @@ class StateBytes:
 
 
 def positive(op: str, **sizes: int) -> None:
-    """Reject non-positive or non-integer sizes with a message naming the operator."""
+    """Reject non-positive, non-integer or absurd sizes (over `inputs.MAX_SIZE`) with a message
+    naming the operator."""
     for name, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise InputError(f"{op}: {name} must be a positive integer, got {value!r}")
+            raise InputError(f"{op}: {name} must be a positive integer, got {quote(value)}")
+        if value > MAX_SIZE:
+            raise InputError(f"{op}: {name}={quote(value)} is over latprof's limit of {MAX_SIZE:,}")
 
 
 def divides(op: str, part_name: str, part: int, whole_name: str, whole: int) -> None:
