@@ -159,7 +159,12 @@ OPERATOR_NAMES: tuple[str, ...] = tuple(OPERATORS)
 IMPLICIT_OPS: tuple[str, ...] = tuple(name for name, op in OPERATORS.items() if op.implicit)
 #: every shape column a LUT may carry, in a stable order
 PARAM_COLUMNS: tuple[str, ...] = tuple(
-    dict.fromkeys(name for op in OPERATORS.values() for name in op.spec.param_names())
+    dict.fromkeys(
+        name
+        for op in OPERATORS.values()
+        for name in op.spec.param_names()
+        if name not in op.spec.extra_fields
+    )
 )
 
 

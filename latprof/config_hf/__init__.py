@@ -39,6 +39,9 @@ from latprof.specs import OpSpec
 
 __all__ = ["LOADERS", "HFConfig", "load_hf_config", "model_from_hf"]
 
+#: model types whose norms have no weights (OLMo: LayerNorm without scale or bias)
+NONPARAMETRIC_NORMS = frozenset({"olmo"})
+
 #: model_type -> loader returning the model's operator blocks in order
 LOADERS: dict[str, Callable[[HFConfig], list[OpSpec]]] = {
     **{model_type: transformer_layers for model_type in TRANSFORMERS},
@@ -101,6 +104,7 @@ def model_from_hf(data: Any, source: str = "<config.json>", name: str = "model")
         meta_tokens=meta,
         source=source,
         notes=tuple(cfg.notes),
+        norm_weights=cfg.model_type not in NONPARAMETRIC_NORMS,
         max_positions=(
             cfg.int("max_position_embeddings", minimum=1)
             if data.get("max_position_embeddings") is not None

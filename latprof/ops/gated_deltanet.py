@@ -21,6 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from latprof.errors import InputError
 from latprof.ops.base import State, rms_norm
 from latprof.ops.linear_attention import (
     LinearAttentionBlock,
@@ -61,6 +62,13 @@ class GatedDeltaNetBlock(LinearAttentionBlock):
         dtype: torch.dtype = torch.float32,
         seed: int = 0,
     ) -> None:
+        if spec.v_heads:
+            raise InputError(
+                f"gated_deltanet: {spec.key} has grouped value heads (v_heads {spec.v_heads} over "
+                f"{spec.heads} key heads, Qwen3-Next); latprof's blocks do not run that layout "
+                "yet (its parameters, bytes, state and FLOPs are modelled, so `estimate` works; "
+                "`sweep` and `compare` cannot build it)"
+            )
         super().__init__(spec, backend=backend, device=device, dtype=dtype, seed=seed)
         # rows: q, k (key_dim each), v, gate (value_dim each), alpha, beta (heads each)
         n_in = spec.conv_channels + spec.value_dim + 2 * spec.heads
