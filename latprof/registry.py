@@ -17,6 +17,7 @@ from typing import Any
 
 from latprof.errors import InputError
 from latprof.specs.attention import AttentionSpec
+from latprof.specs.attention_window import WindowAttentionSpec
 from latprof.specs.base import OpSpec, parse_value
 from latprof.specs.deltanet import DeltaNetSpec
 from latprof.specs.embedding import EmbeddingSpec, LMHeadSpec
@@ -108,6 +109,13 @@ OPERATORS: dict[str, Operator] = {
             "latprof.ops.attention:AttentionBlock",
             (TORCH, SDPA, FLASH_ATTN, OURS_TRITON),
             ("torch.nn.functional.scaled_dot_product_attention (causal, GQA)",),
+        ),
+        Operator(
+            "attention_window",
+            WindowAttentionSpec,
+            "latprof.ops.attention_window:WindowAttentionBlock",
+            (TORCH, SDPA),
+            ("attention over the whole sequence with the sliding-window mask (prefill)",),
         ),
         Operator("ffn", FFNSpec, "latprof.ops.ffn:FFNBlock", (TORCH,)),
         Operator(

@@ -23,11 +23,18 @@ def load(name: str):
 
 
 def kv_formula(model, batch: int, context: int, nbytes: int) -> int:
-    """2 x attention layers x kv_heads x head_dim x (context + meta) x bytes x batch."""
+    """2 x attention layers x kv_heads x head_dim x (context + meta) x bytes x batch, with a
+    sliding-window layer's positions capped at its window."""
+    positions = context + model.meta_tokens
     return sum(
-        2 * s.kv_heads * s.head_dim * (context + model.meta_tokens) * nbytes * batch
+        2
+        * s.kv_heads
+        * s.head_dim
+        * min(positions, getattr(s, "window", positions))
+        * nbytes
+        * batch
         for s in model.layers
-        if s.op == "attention"
+        if s.op in ("attention", "attention_window")
     )
 
 
@@ -58,12 +65,12 @@ def test_fixture_kv_cache_matches_formula(name):
         ("mamba-130m-hf.json", {"mamba": 24}, 0.13),
         ("nemotron-h-8b-base-8k.json", {"mamba2": 24, "ffn": 24, "attention": 4}, 8.1),
         ("nemotron-flash-1b.json", {"deltanet": 4, "mamba2": 6, "attention": 2, "ffn": 12}, 0.96),
-        ("mistral-7b-v0.1.json", {"attention": 32, "ffn": 32}, 7.24),
+        ("mistral-7b-v0.1.json", {"attention_window": 32, "ffn": 32}, 7.24),
         ("qwen2-0.5b.json", {"attention": 24, "ffn": 24}, 0.49),
         ("olmo2-1b.json", {"attention": 16, "ffn": 16}, 1.49),
         ("granite-3.1-2b.json", {"attention": 40, "ffn": 40}, 2.53),
         ("smollm3-3b.json", {"attention": 36, "ffn": 36}, 3.08),
-        ("phi3-mini-4k.json", {"attention": 32, "ffn": 32}, 3.82),
+        ("phi3-mini-4k.json", {"attention_window": 32, "ffn": 32}, 3.82),
         ("falcon-h1-7b.json", {"attention": 44, "mamba2": 44, "ffn": 44}, 7.59),
         ("bamba-9b.json", {"mamba2": 29, "attention": 3, "ffn": 32}, 9.78),
         ("granite-4.0-h-micro.json", {"mamba2": 36, "attention": 4, "ffn": 40}, 3.19),
@@ -85,7 +92,7 @@ def test_head_dim_field_wins_over_hidden_over_heads():
     assert attention.qk_norm  # qwen3 normalises q and k per head
     mistral = load("mistral-7b-v0.1.json")  # no head_dim: 4096 / 32
     assert mistral.layers[0].head_dim == 128 and not mistral.layers[0].qk_norm
-    assert any("sliding_window=4096" in n for n in mistral.notes)
+    assert mistral.layers[0].window == 4096  # sliding_window: every Mistral layer is windowed
 
 
 def test_nemotron_h_pattern_and_shapes():

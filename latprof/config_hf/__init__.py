@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from latprof.config_hf.fields import HFConfig
+from latprof.config_hf.gemma import gemma3_layers
 from latprof.config_hf.hybrids import (
     bamba_layers,
     falcon_h1_layers,
@@ -55,6 +56,7 @@ LOADERS: dict[str, Callable[[HFConfig], list[OpSpec]]] = {
     "bamba": bamba_layers,
     "granitemoehybrid": granite_hybrid_layers,
     "jamba": jamba_layers,
+    "gemma3_text": gemma3_layers,
 }
 
 

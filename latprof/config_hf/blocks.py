@@ -124,13 +124,3 @@ def mamba2_from_heads(
         d_conv=d_conv,
         **variant,
     )
-
-
-def sliding_window_note(cfg: HFConfig) -> None:
-    window = cfg.data.get("sliding_window")
-    uses = cfg.data.get("use_sliding_window", True)
-    if window and uses:
-        cfg.note(
-            f"sliding_window={window} is not modelled: every attention layer is counted as full "
-            "attention over the whole context (cost and KV cache are upper bounds)"
-        )

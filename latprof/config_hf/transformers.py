@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from latprof.config_hf import blocks
+from latprof.config_hf import blocks, windows
 from latprof.config_hf.fields import HFConfig
 from latprof.specs import OpSpec
 
@@ -40,11 +40,12 @@ def transformer_layers(cfg: HFConfig) -> list[OpSpec]:
             raise cfg.error(f"qkv_bias must be true or false, got {qkv_bias!r}")
     variant = {"qkv_bias": qkv_bias, "qk_norm_full": mt == "olmo2"}
     attention = blocks.attention(cfg, width, qk_norm=TRANSFORMERS[mt], **variant)
-    blocks.sliding_window_note(cfg)
+    n = blocks.layer_count(cfg)
+    mixers = windows.attention_layers(cfg, attention, n)
     _position_notes(cfg)
     layers: list[OpSpec] = []
-    for i in range(blocks.layer_count(cfg)):
-        layers += [attention, _ffn(cfg, width, i)]
+    for i in range(n):
+        layers += [mixers[i], _ffn(cfg, width, i)]
     return layers
 
 
