@@ -27,6 +27,7 @@ from latprof.specs.gla import GLASpec
 from latprof.specs.mamba import MambaSpec
 from latprof.specs.mamba2 import Mamba2Spec
 from latprof.specs.moe import MoESpec
+from latprof.specs.short_conv import ShortConvSpec
 
 #: backend kinds: plain PyTorch ops, a third-party kernel library, or our own Triton kernels
 BACKEND_KINDS = ("torch", "library", "ours")
@@ -150,6 +151,13 @@ OPERATORS: dict[str, Operator] = {
             _FLA_REFS,
         ),
         Operator("gla", GLASpec, "latprof.ops.gla:GLABlock", (TORCH, FLA), _FLA_REFS),
+        Operator(
+            "short_conv",
+            ShortConvSpec,
+            "latprof.ops.short_conv:ShortConvBlock",
+            (TORCH, FLA),
+            ("fla-core's causal_conv1d_update (no activation)", "torch.nn.functional.conv1d"),
+        ),
         Operator(
             "embedding",
             EmbeddingSpec,

@@ -22,6 +22,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "hf-configs"
 #: one real config of each family: fixture -> (model_type, latprof == transformers parameters)
 FAMILIES = {
     "gemma-3-1b.json": ("gemma3_text", 999_885_952),
+    "lfm2-2.6b.json": ("lfm2", 2_697_198_592),
     "qwen2.5-1.5b-instruct.json": ("qwen2", 1_543_714_304),
     "olmo-1b-hf.json": ("olmo", 1_176_764_416),
     "phi-4-mini-instruct.json": ("phi3", 3_836_021_760),
@@ -117,7 +118,38 @@ def test_a_window_beyond_the_trained_length_is_full_attention():
     assert any("never reached" in n for n in model.notes)
 
 
-@pytest.mark.parametrize("model_type", ["lfm2", "zamba2", "kimi_linear"])
+def test_lfm2_interleaves_short_conv_and_attention():
+    model = load_hf_config(FIXTURES / "lfm2-2.6b.json")
+    mixers = [s.op for s in model.layers[0::2]]
+    assert [i for i, op in enumerate(mixers) if op == "attention"] == [2, 5, 9, 13, 17, 21, 24, 27]
+    conv, attention = model.layers[0], model.layers[4]
+    assert (conv.op, conv.d_conv) == ("short_conv", 3)
+    assert (attention.heads, attention.kv_heads, attention.head_dim, attention.qk_norm) == (
+        32,
+        8,
+        64,
+        True,
+    )
+    assert model.layers[1].ffn_dim == 10752  # block_auto_adjust_ff_dim false: as given
+    state = memory_report(model, batch=1, context=8000, dtype="bf16")
+    assert state.conv == 22 * 2048 * 3 * 2
+    assert state.kv_cache == 8 * 2 * 8 * 64 * 8000 * 2
+
+
+def test_notes_say_what_changes_no_shape():
+    phi4 = load_hf_config(FIXTURES / "phi-4-mini-instruct.json")
+    assert any("partial_rotary_factor=0.75" in n for n in phi4.notes)
+    assert {s.op for s in phi4.layers[0::2]} == {"attention"}  # window 262144 > trained length
+    smollm3 = load_hf_config(FIXTURES / "smollm3-3b.json")
+    assert any("NoPE" in n for n in smollm3.notes)
+
+
+def test_a_per_layer_head_count_is_an_error_naming_the_field():
+    with pytest.raises(InputError, match="num_key_value_heads must be an integer"):
+        model_from_hf(qwen2_config(num_key_value_heads=[2, 2, 1, 1, 2, 2]))
+
+
+@pytest.mark.parametrize("model_type", ["zamba2", "kimi_linear", "lfm2_moe"])
 def test_families_not_yet_supported_list_the_supported_ones(model_type):
     with pytest.raises(InputError, match=f"unsupported model_type '{model_type}'.*gemma3_text"):
         model_from_hf({"model_type": model_type, "hidden_size": 64})

@@ -31,6 +31,7 @@ from latprof.config_hf.hybrids import (
     jamba_layers,
     qwen3_next_layers,
 )
+from latprof.config_hf.lfm2 import lfm2_layers
 from latprof.config_hf.nemotron import nemotron_flash_layers, nemotron_h_layers
 from latprof.config_hf.ssm import mamba2_layers, mamba_layers
 from latprof.config_hf.transformers import TRANSFORMERS, transformer_layers
@@ -57,6 +58,7 @@ LOADERS: dict[str, Callable[[HFConfig], list[OpSpec]]] = {
     "granitemoehybrid": granite_hybrid_layers,
     "jamba": jamba_layers,
     "gemma3_text": gemma3_layers,
+    "lfm2": lfm2_layers,
 }
 
 

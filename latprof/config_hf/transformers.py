@@ -56,6 +56,9 @@ def _position_notes(cfg: HFConfig) -> None:
     if factor not in (None, 1, 1.0):
         cfg.note(f"partial_rotary_factor={factor}: RoPE is timed on the whole head (same shapes)")
     no_rope = cfg.data.get("no_rope_layers")
+    if no_rope is None and cfg.model_type == "smollm3":  # SmolLM3: NoPE every interval-th layer
+        interval = cfg.int("no_rope_layer_interval", default=4)
+        no_rope = [int((i + 1) % interval != 0) for i in range(blocks.layer_count(cfg))]
     if isinstance(no_rope, list) and 0 in no_rope:
         cfg.note(
             f"{no_rope.count(0)} of {len(no_rope)} layers use no RoPE (NoPE); they are timed "
