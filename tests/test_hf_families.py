@@ -35,6 +35,7 @@ FAMILIES = {
     "granite-4.0-h-tiny.json": ("granitemoehybrid", 6_939_037_248),
     "jamba-v0.1.json": ("jamba", 51_570_323_328),
     "mistral-7b-v0.1.json": ("mistral", 7_241_732_096),
+    "nemotron-3-nano-30b-a3b.json": ("nemotron_h", 31_577_937_344),
 }
 
 
@@ -142,6 +143,19 @@ def test_notes_say_what_changes_no_shape():
     assert {s.op for s in phi4.layers[0::2]} == {"attention"}  # window 262144 > trained length
     smollm3 = load_hf_config(FIXTURES / "smollm3-3b.json")
     assert any("NoPE" in n for n in smollm3.notes)
+
+
+def test_nemotron_3_nano_mamba2_inner_size_is_heads_times_head_dim():
+    model = load_hf_config(FIXTURES / "nemotron-3-nano-30b-a3b.json")
+    mamba = model.layers[0]
+    assert (mamba.op, mamba.d_inner, mamba.heads, mamba.n_groups) == ("mamba2", 4096, 64, 8)
+    assert mamba.d_inner % model.width  # 4096 is no multiple of 2688
+
+
+def test_latent_moe_is_an_error_naming_the_field():
+    data = json.loads((FIXTURES / "nemotron-3-nano-30b-a3b.json").read_text())
+    with pytest.raises(InputError, match="moe_latent_size=1024"):
+        model_from_hf({**data, "moe_latent_size": 1024})
 
 
 def test_a_per_layer_head_count_is_an_error_naming_the_field():
