@@ -30,6 +30,10 @@ class WindowAttentionSpec(AttentionSpec):
         positive(cls.op, window=window)
         return super().resolve(width, **given, window=window)
 
+    def decode_context_cap(self) -> int:
+        # from context window - 1 on, a step attends to exactly `window` positions
+        return max(self.window - 1, 1)
+
     def attended(self, context: int) -> int:
         """Positions one decode step attends to with `context` tokens already cached."""
         return min(context + 1, self.window)

@@ -164,6 +164,11 @@ class OpSpec:
     def state_bytes(self, batch: int, max_context: int, dtype: str) -> StateBytes:
         return StateBytes()
 
+    def decode_context_cap(self) -> int | None:
+        """The context from which a decode step costs the same at every longer context (a
+        sliding window's), or None: LUT rows are measured up to it and read as flat beyond."""
+        return None
+
     def flops_per_step(self, batch: int, context: int) -> int:
         """Multiply-adds count as two FLOPs; matmuls dominate."""
         return 2 * batch * self.param_count()
