@@ -22,6 +22,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "hf-configs"
 #: one real config of each family: fixture -> (model_type, latprof == transformers parameters)
 FAMILIES = {
     "gemma-3-1b.json": ("gemma3_text", 999_885_952),
+    "gemma-3-270m.json": ("gemma3_text", 268_098_176),
     "lfm2-2.6b.json": ("lfm2", 2_697_198_592),
     "qwen2.5-1.5b-instruct.json": ("qwen2", 1_543_714_304),
     "olmo-1b-hf.json": ("olmo", 1_176_764_416),
@@ -163,7 +164,16 @@ def test_a_per_layer_head_count_is_an_error_naming_the_field():
         model_from_hf(qwen2_config(num_key_value_heads=[2, 2, 1, 1, 2, 2]))
 
 
-@pytest.mark.parametrize("model_type", ["zamba2", "kimi_linear", "lfm2_moe"])
-def test_families_not_yet_supported_list_the_supported_ones(model_type):
-    with pytest.raises(InputError, match=f"unsupported model_type '{model_type}'.*gemma3_text"):
+@pytest.mark.parametrize(
+    ("model_type", "why"),
+    [
+        ("zamba2", "shared attention blocks"),
+        ("kimi_linear", "Kimi Delta Attention"),
+        ("lfm2_moe", "MoE"),
+    ],
+)
+def test_families_not_yet_supported_list_the_supported_ones(model_type, why):
+    with pytest.raises(
+        InputError, match=f"unsupported model_type '{model_type}' .*{why}.*gemma3_text"
+    ):
         model_from_hf({"model_type": model_type, "hidden_size": 64})

@@ -44,6 +44,16 @@ __all__ = ["LOADERS", "HFConfig", "load_hf_config", "model_from_hf"]
 #: model types whose norms have no weights (OLMo: LayerNorm without scale or bias)
 NONPARAMETRIC_NORMS = frozenset({"olmo"})
 
+#: published families latprof does not load yet, and what it lacks for them
+NOT_YET_SUPPORTED = {
+    "zamba2": "shared attention blocks reused every few layers, with per-use LoRA adapters, "
+    "on the concatenation of the hidden state and the embedding: latprof counts one set of "
+    "weights per layer and has no shared-block operator",
+    "kimi_linear": "Kimi Delta Attention (per-channel gated delta rule) and MLA full-attention "
+    "layers: latprof has neither operator yet",
+    "lfm2_moe": "LFM2's MoE variant (expert-bias routing, dense first layers) is not mapped",
+}
+
 #: model_type -> loader returning the model's operator blocks in order
 LOADERS: dict[str, Callable[[HFConfig], list[OpSpec]]] = {
     **{model_type: transformer_layers for model_type in TRANSFORMERS},
@@ -89,8 +99,11 @@ def model_from_hf(data: Any, source: str = "<config.json>", name: str = "model")
     model_type = data["model_type"]
     loader = LOADERS.get(model_type) if isinstance(model_type, str) else None
     if loader is None:
+        why = NOT_YET_SUPPORTED.get(model_type) if isinstance(model_type, str) else None
         raise InputError(
-            f"{source}: unsupported model_type {model_type!r}; supported: "
+            f"{source}: unsupported model_type {model_type!r}"
+            + (f" ({why})" if why else "")
+            + "; supported: "
             f"{', '.join(sorted(LOADERS))} (or describe the model in latprof YAML)"
         )
     cfg = HFConfig(data, source)
