@@ -1,5 +1,6 @@
-"""Whole models with sliding-window attention and the attention variants of published models:
-`latprof compare` measures their rows, builds them end to end and decodes past the window."""
+"""Whole models with sliding-window attention, LFM2's short conv and the attention variants of
+published models: `latprof compare` measures their rows, builds them end to end and decodes
+past the window."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ runner = CliRunner()
 
 TINY_WINDOW = (
     "name: tiny-window\nwidth: 128\nvocab_size: 512\n"
-    "pattern: 'attention_window ffn attention ffn'\n"
+    "pattern: 'attention_window ffn short_conv ffn attention ffn'\n"
     "defaults:\n"
     "  attention_window: {heads: 2, kv_heads: 1, head_dim: 64, window: 8, qk_norm: true,"
     " post_norm: true}\n"
@@ -53,4 +54,4 @@ def test_compare_runs_a_windowed_model_past_its_window(tmp_path):
     assert report["generations"][0]["measured_s"] > 0
     rows = lut.read_text()
     assert "attention_window(width=128" in rows and "window=8" in rows
-    assert "out_gate=true" in rows and "qkv_bias=true" in rows
+    assert "out_gate=true" in rows and "qkv_bias=true" in rows and "short_conv(width=128" in rows
