@@ -125,7 +125,8 @@ def points_for(
     if phase == "decode" and not spec.context_dependent:
         contexts = (ANY_CONTEXT,)
     elif spec.context_dependent:
-        contexts = tuple(dict.fromkeys(max(c, 1) for c in contexts))
+        cap = spec.decode_context_cap() if phase == "decode" else None
+        contexts = tuple(dict.fromkeys(max(min(c, cap or c), 1) for c in contexts))
     return [
         (spec, Setting(phase, batch, context, dtype, device, backend, mode))
         for batch, context in itertools.product(batches, contexts)

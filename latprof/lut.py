@@ -129,7 +129,7 @@ def sidecar_path(lut_path: str | Path) -> Path:
 
 def spec_columns(spec: OpSpec) -> dict[str, Any]:
     row: dict[str, Any] = {"op": spec.op, "spec": spec.key, "width": spec.width}
-    row.update(spec.params())
+    row.update(spec.column_params())
     return row
 
 

@@ -53,6 +53,10 @@ class ModelSpec:
     #: positions the model was trained for (HF `max_position_embeddings`), meta tokens included;
     #: None where the config does not say.  `latprof decode` refuses to generate beyond it.
     max_positions: int | None = None
+    #: False where the model's norms carry no weights (OLMo's non-parametric LayerNorm): each
+    #: block's pre-norm weights and the final norm's are then left out of the parameter count
+    #: (the work of a norm, a few elementwise ops per token, is the same)
+    norm_weights: bool = True
 
     def __post_init__(self) -> None:
         where = f"model {self.name!r}"
@@ -70,6 +74,8 @@ class ModelSpec:
             or self.max_positions <= 0
         ):
             raise InputError(f"{where}: max_positions must be a positive integer or absent")
+        if not isinstance(self.norm_weights, bool):
+            raise InputError(f"{where}: norm_weights must be true or false")
         if not isinstance(self.tied_embeddings, bool):
             raise InputError(f"{where}: tied_embeddings must be true or false")
         if not isinstance(self.layers, tuple) or not self.layers:
@@ -120,6 +126,9 @@ class ModelSpec:
         head = self.lm_head.param_count()
         if self.tied_embeddings:
             head -= self.vocab_size * self.width
+        if not self.norm_weights:  # every block's own pre-norm, and the final norm
+            layers -= sum(spec.pre_norm_params() * n for spec, n in self.counts.items())
+            head -= self.width
         return layers + self.embedding.param_count() + head
 
     def weight_bytes(self, dtype: str) -> int:

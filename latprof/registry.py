@@ -19,6 +19,7 @@ from typing import Any
 from latprof.errors import InputError
 from latprof.inputs import quote
 from latprof.specs.attention import AttentionSpec
+from latprof.specs.attention_window import WindowAttentionSpec
 from latprof.specs.base import OpSpec, parse_value
 from latprof.specs.deltanet import DeltaNetSpec
 from latprof.specs.embedding import EmbeddingSpec, LMHeadSpec
@@ -28,6 +29,7 @@ from latprof.specs.gla import GLASpec
 from latprof.specs.mamba import MambaSpec
 from latprof.specs.mamba2 import Mamba2Spec
 from latprof.specs.moe import MoESpec
+from latprof.specs.short_conv import ShortConvSpec
 
 #: the backend every block's `prefill` runs (the PyTorch path; the backends are decode steps):
 #: prefill rows record it whatever backend the sweep asked for (latprof.grid.points_for)
@@ -115,6 +117,13 @@ OPERATORS: dict[str, Operator] = {
             (TORCH, SDPA, FLASH_ATTN, OURS_TRITON),
             ("torch.nn.functional.scaled_dot_product_attention (causal, GQA)",),
         ),
+        Operator(
+            "attention_window",
+            WindowAttentionSpec,
+            "latprof.ops.attention_window:WindowAttentionBlock",
+            (TORCH, SDPA),
+            ("attention over the whole sequence with the sliding-window mask (prefill)",),
+        ),
         Operator("ffn", FFNSpec, "latprof.ops.ffn:FFNBlock", (TORCH,)),
         Operator(
             "moe",
@@ -149,6 +158,13 @@ OPERATORS: dict[str, Operator] = {
         ),
         Operator("gla", GLASpec, "latprof.ops.gla:GLABlock", (TORCH, FLA), _FLA_REFS),
         Operator(
+            "short_conv",
+            ShortConvSpec,
+            "latprof.ops.short_conv:ShortConvBlock",
+            (TORCH, FLA),
+            ("fla-core's causal_conv1d_update (no activation)", "torch.nn.functional.conv1d"),
+        ),
+        Operator(
             "embedding",
             EmbeddingSpec,
             "latprof.ops.embedding:EmbeddingBlock",
@@ -165,7 +181,12 @@ OPERATOR_NAMES: tuple[str, ...] = tuple(OPERATORS)
 IMPLICIT_OPS: tuple[str, ...] = tuple(name for name, op in OPERATORS.items() if op.implicit)
 #: every shape column a LUT may carry, in a stable order
 PARAM_COLUMNS: tuple[str, ...] = tuple(
-    dict.fromkeys(name for op in OPERATORS.values() for name in op.spec.param_names())
+    dict.fromkeys(
+        name
+        for op in OPERATORS.values()
+        for name in op.spec.param_names()
+        if name not in op.spec.extra_fields
+    )
 )
 
 

@@ -219,7 +219,8 @@ def test_inputs_with_the_same_mix_of_dtypes_merge(tmp_path, flash_rows):
     mixed = [*flash_rows[:2], *[{**r, "dtype": "bfloat16"} for r in flash_rows[:2]]]
     a = _write(tmp_path / "a.csv", mixed)
     b = _write(
-        tmp_path / "b.csv", [*flash_rows[2:4], *[{**r, "dtype": "bfloat16"} for r in flash_rows[2:4]]]
+        tmp_path / "b.csv",
+        [*flash_rows[2:4], *[{**r, "dtype": "bfloat16"} for r in flash_rows[2:4]]],
     )
     assert merge.merge_luts([a, b], tmp_path / "m.csv").rows_out == 8
     c = _write(tmp_path / "c.csv", flash_rows[4:6])  # float32 only: not a's dtypes

@@ -15,7 +15,7 @@ from latprof.memory import max_batch, memory_report
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "hf-configs"
 ALL = sorted(p.name for p in FIXTURES.glob("*.json"))
 #: fixtures whose shapes latprof's operators cannot represent (tested for their message)
-UNREPRESENTABLE = {"falcon-h1-0.5b.json"}
+UNREPRESENTABLE: set[str] = set()
 
 
 def load(name: str):
@@ -23,11 +23,18 @@ def load(name: str):
 
 
 def kv_formula(model, batch: int, context: int, nbytes: int) -> int:
-    """2 x attention layers x kv_heads x head_dim x (context + meta) x bytes x batch."""
+    """2 x attention layers x kv_heads x head_dim x (context + meta) x bytes x batch, with a
+    sliding-window layer's positions capped at its window."""
+    positions = context + model.meta_tokens
     return sum(
-        2 * s.kv_heads * s.head_dim * (context + model.meta_tokens) * nbytes * batch
+        2
+        * s.kv_heads
+        * s.head_dim
+        * min(positions, getattr(s, "window", positions))
+        * nbytes
+        * batch
         for s in model.layers
-        if s.op == "attention"
+        if s.op in ("attention", "attention_window")
     )
 
 
@@ -58,12 +65,12 @@ def test_fixture_kv_cache_matches_formula(name):
         ("mamba-130m-hf.json", {"mamba": 24}, 0.13),
         ("nemotron-h-8b-base-8k.json", {"mamba2": 24, "ffn": 24, "attention": 4}, 8.1),
         ("nemotron-flash-1b.json", {"deltanet": 4, "mamba2": 6, "attention": 2, "ffn": 12}, 0.96),
-        ("mistral-7b-v0.1.json", {"attention": 32, "ffn": 32}, 7.24),
+        ("mistral-7b-v0.1.json", {"attention_window": 32, "ffn": 32}, 7.24),
         ("qwen2-0.5b.json", {"attention": 24, "ffn": 24}, 0.49),
         ("olmo2-1b.json", {"attention": 16, "ffn": 16}, 1.49),
         ("granite-3.1-2b.json", {"attention": 40, "ffn": 40}, 2.53),
         ("smollm3-3b.json", {"attention": 36, "ffn": 36}, 3.08),
-        ("phi3-mini-4k.json", {"attention": 32, "ffn": 32}, 3.82),
+        ("phi3-mini-4k.json", {"attention_window": 32, "ffn": 32}, 3.82),
         ("falcon-h1-7b.json", {"attention": 44, "mamba2": 44, "ffn": 44}, 7.59),
         ("bamba-9b.json", {"mamba2": 29, "attention": 3, "ffn": 32}, 9.78),
         ("granite-4.0-h-micro.json", {"mamba2": 36, "attention": 4, "ffn": 40}, 3.19),
@@ -85,7 +92,7 @@ def test_head_dim_field_wins_over_hidden_over_heads():
     assert attention.qk_norm  # qwen3 normalises q and k per head
     mistral = load("mistral-7b-v0.1.json")  # no head_dim: 4096 / 32
     assert mistral.layers[0].head_dim == 128 and not mistral.layers[0].qk_norm
-    assert any("sliding_window=4096" in n for n in mistral.notes)
+    assert mistral.layers[0].window == 4096  # sliding_window: every Mistral layer is windowed
 
 
 def test_nemotron_h_pattern_and_shapes():
@@ -135,11 +142,11 @@ def test_qwen3_next_interleaves_gated_deltanet_and_attention():
     mixers = [s.op for s in model.layers[0::2]]
     assert mixers == (["gated_deltanet"] * 3 + ["attention"]) * 12
     gdn = model.layers[0]
-    assert (gdn.heads, gdn.head_dim, gdn.expand_v) == (16, 128, 2)
-    assert gdn.value_dim == 32 * 128
+    assert (gdn.heads, gdn.head_dim, gdn.expand_v, gdn.v_heads) == (16, 128, 2, 32)
+    assert gdn.value_dim == 32 * 128 and gdn.head_v_dim == 128
     attention = model.layers[6]
     assert (attention.heads, attention.kv_heads, attention.head_dim) == (16, 2, 256)
-    assert model.notes  # expand_v folding and the attention output gate are reported
+    assert attention.out_gate and attention.q_proj_dim == 2 * 16 * 256
     moe = model.layers[1]
     assert moe.op == "moe"
     assert (moe.experts, moe.top_k, moe.expert_dim, moe.shared_expert_dim) == (512, 10, 512, 512)
@@ -181,9 +188,14 @@ def test_moe_without_moe_family_is_a_clear_error(monkeypatch):
         load("mixtral-8x7b.json")
 
 
-def test_unrepresentable_mamba2_shape_is_named():
-    with pytest.raises(InputError, match=r"24 heads x 64 = 1536 is not a whole multiple"):
-        load("falcon-h1-0.5b.json")
+def test_falcon_h1_mamba2_inner_size_is_taken_as_given():
+    """Falcon-H1 0.5B: mamba_d_ssm 1536 = 1.5 x hidden_size 1024, 24 heads x 64."""
+    model = load("falcon-h1-0.5b.json")
+    mamba = model.layers[1]
+    assert (mamba.op, mamba.d_inner, mamba.heads, mamba.head_dim) == ("mamba2", 1536, 24, 64)
+    assert not mamba.pre_norm and not mamba.gated_norm  # shared norm; mamba_rms_norm false
+    assert "inner=1536" in mamba.key
+    assert model.param_count() == 521_411_104  # transformers' count on the meta device
 
 
 def test_max_batch_fits_device_memory():
@@ -209,6 +221,11 @@ def write_json(tmp_path: Path, text: str) -> Path:
         ("[1, 2]", "JSON object"),
         ('{"hidden_size": 64}', "no `model_type`"),
         ('{"model_type": "gpt2", "hidden_size": 64}', r"unsupported model_type 'gpt2'.*llama"),
+        (
+            '{"model_type": "llama", "hidden_size": 64, "vocab_size": 10, "num_hidden_layers": 2,'
+            ' "num_attention_heads": 4, "intermediate_size": 128, "attention_bias": true}',
+            r"attention_bias=true .* is not modelled",
+        ),
         (
             '{"model_type": "llama", "hidden_size": 64, "vocab_size": 10, "num_hidden_layers": 2,'
             ' "intermediate_size": 128}',
@@ -259,8 +276,8 @@ def write_json(tmp_path: Path, text: str) -> Path:
         (
             '{"model_type": "bamba", "hidden_size": 64, "vocab_size": 10, "num_hidden_layers": 1,'
             ' "mamba_n_heads": 3, "mamba_d_head": 32, "mamba_d_ssm": 96, "num_attention_heads": 1,'
-            ' "intermediate_size": 64}',
-            "not a whole multiple",
+            ' "intermediate_size": 64, "mamba_proj_bias": true}',
+            r"mamba_proj_bias=true \(biases on in_proj / out_proj\) is not modelled",
         ),
     ],
 )

@@ -25,6 +25,7 @@ from latprof.registry import build_spec
 
 SMALL = {"heads": 2, "head_dim": 16, "expand_v": 2}  # width 32: fast under the interpreter
 AWKWARD = {"heads": 5, "head_dim": 64, "expand_v": 2}  # width 320
+GROUPED = {"heads": 2, "head_dim": 16, "expand_v": 2, "v_heads": 4}  # Qwen3-Next's layout
 
 pytestmark = pytest.mark.usefixtures("no_grad", "one_thread")
 
@@ -64,7 +65,13 @@ def test_log_decay_is_mamba2_parameterisation():
 
 @pytest.mark.parametrize(
     ("width", "kw"),
-    [(32, SMALL), (320, AWKWARD), (256, {}), (2048, {"expand_v": 2, "head_dim": 256})],
+    [
+        (32, SMALL),
+        (320, AWKWARD),
+        (256, {}),
+        (2048, {"expand_v": 2, "head_dim": 256}),
+        (32, GROUPED),
+    ],
 )
 def test_param_count_matches_spec(width, kw):
     spec = spec_of(width, **kw)
@@ -83,10 +90,23 @@ def test_state_shapes_match_spec_bytes(batch):
 
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("seq", [1, 7, 63])
-@pytest.mark.parametrize(("width", "kw"), [(32, SMALL), (320, AWKWARD)])
+@pytest.mark.parametrize(("width", "kw"), [(32, SMALL), (320, AWKWARD), (32, GROUPED)])
 def test_steps_from_zero_state_equal_prefill(width, kw, seq, batch):
     block = GatedDeltaNetBlock(spec_of(width, **kw), seed=seq)
     check_steps_from_zero_state_equal_prefill(block, batch, seq)
+
+
+def test_grouped_value_heads_share_key_heads():
+    """v_heads 4 over 2 key heads: value heads 0, 1 read key head 0, and 2, 3 key head 1."""
+    spec = spec_of(32, **GROUPED)
+    assert (spec.value_heads, spec.head_v_dim, spec.value_dim) == (4, 16, 64)
+    block = GatedDeltaNetBlock(spec)
+    qkv = torch.randn(3, spec.conv_channels)
+    q, k, v = block._split_heads(qkv)
+    assert q.shape == k.shape == v.shape == (3, 4, 16)
+    torch.testing.assert_close(q[:, 0], q[:, 1])
+    torch.testing.assert_close(k[:, 2], k[:, 3])
+    assert block.allocate_state(1, 8)["recurrent"].shape == (1, 4, 16, 16)
 
 
 def test_prefill_continues_from_state():
@@ -108,7 +128,13 @@ def test_fla_on_cpu_without_interpreter_is_unavailable(monkeypatch):
 
 @pytest.mark.parametrize(
     ("width", "kw", "batch", "steps"),
-    [(32, SMALL, 1, 3), (32, SMALL, 3, 3), (32, {"heads": 2}, 3, 2), (320, AWKWARD, 1, 1)],
+    [
+        (32, SMALL, 1, 3),
+        (32, SMALL, 3, 3),
+        (32, {"heads": 2}, 3, 2),
+        (320, AWKWARD, 1, 1),
+        (32, GROUPED, 2, 2),
+    ],
 )
 def test_fla_step_equals_torch_step(device, nan_poison, width, kw, batch, steps):
     check_fla_step_equals_torch_step(GatedDeltaNetBlock, spec_of(width, **kw), device, batch, steps)

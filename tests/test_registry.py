@@ -27,7 +27,7 @@ def _small(name: str) -> dict:
 
 
 def test_lookups_are_exact_and_a_miss_lists_the_names():
-    with pytest.raises(InputError, match="valid operators: attention, ffn"):
+    with pytest.raises(InputError, match="valid operators: attention, attention_window, ffn"):
         operator("attn")
     with pytest.raises(InputError, match="unknown operator 'Attention'"):
         operator("Attention")  # no case folding, no substrings

@@ -23,6 +23,7 @@ from typing import Any
 
 from latprof import inputs
 from latprof.config_hf.fields import HFConfig
+from latprof.config_hf.gemma import gemma3_layers
 from latprof.config_hf.hybrids import (
     bamba_layers,
     falcon_h1_layers,
@@ -30,6 +31,7 @@ from latprof.config_hf.hybrids import (
     jamba_layers,
     qwen3_next_layers,
 )
+from latprof.config_hf.lfm2 import lfm2_layers
 from latprof.config_hf.nemotron import nemotron_flash_layers, nemotron_h_layers
 from latprof.config_hf.ssm import mamba2_layers, mamba_layers
 from latprof.config_hf.transformers import TRANSFORMERS, transformer_layers
@@ -38,6 +40,19 @@ from latprof.model_spec import ModelSpec
 from latprof.specs import OpSpec
 
 __all__ = ["LOADERS", "HFConfig", "load_hf_config", "model_from_hf"]
+
+#: model types whose norms have no weights (OLMo: LayerNorm without scale or bias)
+NONPARAMETRIC_NORMS = frozenset({"olmo"})
+
+#: published families latprof does not load yet, and what it lacks for them
+NOT_YET_SUPPORTED = {
+    "zamba2": "shared attention blocks reused every few layers, with per-use LoRA adapters, "
+    "on the concatenation of the hidden state and the embedding: latprof counts one set of "
+    "weights per layer and has no shared-block operator",
+    "kimi_linear": "Kimi Delta Attention (per-channel gated delta rule) and MLA full-attention "
+    "layers: latprof has neither operator yet",
+    "lfm2_moe": "LFM2's MoE variant (expert-bias routing, dense first layers) is not mapped",
+}
 
 #: model_type -> loader returning the model's operator blocks in order
 LOADERS: dict[str, Callable[[HFConfig], list[OpSpec]]] = {
@@ -52,6 +67,8 @@ LOADERS: dict[str, Callable[[HFConfig], list[OpSpec]]] = {
     "bamba": bamba_layers,
     "granitemoehybrid": granite_hybrid_layers,
     "jamba": jamba_layers,
+    "gemma3_text": gemma3_layers,
+    "lfm2": lfm2_layers,
 }
 
 
@@ -76,8 +93,11 @@ def model_from_hf(data: Any, source: str = "<config.json>", name: str = "model")
     model_type = data["model_type"]
     loader = LOADERS.get(model_type) if isinstance(model_type, str) else None
     if loader is None:
+        why = NOT_YET_SUPPORTED.get(model_type) if isinstance(model_type, str) else None
         raise InputError(
-            f"{source}: unsupported model_type {inputs.quote(model_type)}; supported: "
+            f"{source}: unsupported model_type {inputs.quote(model_type)}"
+            + (f" ({why})" if why else "")
+            + "; supported: "
             f"{', '.join(sorted(LOADERS))} (or describe the model in latprof YAML)"
         )
     for key, value in data.items():  # layer patterns and lists: bounded before any is expanded
@@ -101,6 +121,7 @@ def model_from_hf(data: Any, source: str = "<config.json>", name: str = "model")
         meta_tokens=meta,
         source=source,
         notes=tuple(cfg.notes),
+        norm_weights=cfg.model_type not in NONPARAMETRIC_NORMS,
         max_positions=(
             cfg.int("max_position_embeddings", minimum=1)
             if data.get("max_position_embeddings") is not None

@@ -11,10 +11,27 @@ def layer_count(cfg: HFConfig) -> int:
     return cfg.int("num_hidden_layers")
 
 
+def require_flag(cfg: HFConfig, key: str, supported: bool, what: str) -> None:
+    """A boolean field latprof models only at one value: the other is an error naming it."""
+    value = cfg.data.get(key, supported)
+    if not isinstance(value, bool):
+        raise cfg.error(f"{key} must be true or false, got {value!r}")
+    if value != supported:
+        raise cfg.error(
+            f"{key}={str(value).lower()} ({what}) is not modelled by latprof's operators; "
+            f"only {key}={str(supported).lower()} is supported"
+        )
+
+
 def attention(
-    cfg: HFConfig, width: int, qk_norm: bool = False, head_dim_key: str = "head_dim"
+    cfg: HFConfig,
+    width: int,
+    qk_norm: bool = False,
+    head_dim_key: str = "head_dim",
+    **variant: bool,
 ) -> OpSpec:
-    """Softmax attention; an explicit head_dim field wins over hidden_size / heads."""
+    """Softmax attention; an explicit head_dim field wins over hidden_size / heads; `variant`:
+    qkv_bias / out_gate / qk_norm_full / post_norm (see latprof.specs.attention)."""
     heads = cfg.int("num_attention_heads")
     kv_heads = cfg.int("num_key_value_heads", default=heads)
     head_dim = cfg.opt_int(head_dim_key, "head_dim")
@@ -26,7 +43,13 @@ def attention(
             )
         head_dim = width // heads
     return cfg.spec(
-        "attention", width, heads=heads, kv_heads=kv_heads, head_dim=head_dim, qk_norm=qk_norm
+        "attention",
+        width,
+        heads=heads,
+        kv_heads=kv_heads,
+        head_dim=head_dim,
+        qk_norm=qk_norm,
+        **variant,
     )
 
 
@@ -55,6 +78,7 @@ def moe(
     expert_dim: int,
     shared_expert_dim: int = 0,
     activation: str = "swiglu",
+    shared_gate: bool = False,
 ) -> OpSpec:
     """MoE FFN; needs the `moe` operator family in the registry."""
     if "moe" not in latprof.registry.OPERATORS:
@@ -65,6 +89,8 @@ def moe(
     extra = {}
     if activation != "swiglu":  # only families whose experts are not SwiGLU name it
         extra["activation"] = activation
+    if shared_gate:
+        extra["shared_gate"] = True
     return cfg.spec(
         "moe",
         width,
@@ -77,32 +103,24 @@ def moe(
 
 
 def mamba2_from_heads(
-    cfg: HFConfig, width: int, heads: int, head_dim: int, d_state: int, n_groups: int, d_conv: int
+    cfg: HFConfig,
+    width: int,
+    heads: int,
+    head_dim: int,
+    d_state: int,
+    n_groups: int,
+    d_conv: int,
+    **variant: bool,
 ) -> OpSpec:
-    """Mamba2 from head count and head size; latprof's spec has d_inner = expand * width."""
-    d_inner = heads * head_dim
-    if d_inner % width:
-        raise cfg.error(
-            f"Mamba2 inner size {heads} heads x {head_dim} = {d_inner} is not a whole multiple "
-            f"of hidden_size {width}; latprof's mamba2 operator has d_inner = expand x width "
-            "with an integer expand, so this shape cannot be represented"
-        )
+    """Mamba2 of `heads` x `head_dim` channels, whatever its ratio to the width; `variant`:
+    gated_norm / pre_norm (see latprof.specs.mamba2)."""
     return cfg.spec(
         "mamba2",
         width,
-        expand=d_inner // width,
+        inner=heads * head_dim,
         head_dim=head_dim,
         d_state=d_state,
         n_groups=n_groups,
         d_conv=d_conv,
+        **variant,
     )
-
-
-def sliding_window_note(cfg: HFConfig) -> None:
-    window = cfg.data.get("sliding_window")
-    uses = cfg.data.get("use_sliding_window", True)
-    if window and uses:
-        cfg.note(
-            f"sliding_window={window} is not modelled: every attention layer is counted as full "
-            "attention over the whole context (cost and KV cache are upper bounds)"
-        )

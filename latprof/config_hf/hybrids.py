@@ -32,11 +32,6 @@ def qwen3_next_layers(cfg: HFConfig) -> list[OpSpec]:
             f"value size {value_dim} is not a multiple of key size {key_heads * key_dim}; "
             "latprof's gated_deltanet needs an integer expand_v"
         )
-    if value_heads != key_heads:
-        cfg.note(
-            f"gated DeltaNet: {value_heads} value heads over {key_heads} key heads are "
-            "modelled as expand_v (same projections and state size)"
-        )
     gdn = cfg.spec(
         "gated_deltanet",
         width,
@@ -44,13 +39,15 @@ def qwen3_next_layers(cfg: HFConfig) -> list[OpSpec]:
         head_dim=key_dim,
         expand_v=value_dim // (key_heads * key_dim),
         d_conv=cfg.int("linear_conv_kernel_dim", default=4),
+        v_heads=value_heads,
     )
-    attention = blocks.attention(cfg, width, qk_norm=True)
-    cfg.note("full attention's output gate is not modelled (counted as plain attention)")
+    blocks.require_flag(cfg, "attention_bias", False, "biases on the attention projections")
+    attention = blocks.attention(cfg, width, qk_norm=True, out_gate=True)
     mixers = {"linear_attention": gdn, "full_attention": attention}
     experts = cfg.int("num_experts", default=0, minimum=0)
     step = cfg.int("decoder_sparse_step", default=1)
     dense_only = cfg.int_list("mlp_only_layers")
+    shared = cfg.int("shared_expert_intermediate_size", default=0, minimum=0)
     layers: list[OpSpec] = []
     for i, t in enumerate(types):
         if t not in mixers:
@@ -64,7 +61,8 @@ def qwen3_next_layers(cfg: HFConfig) -> list[OpSpec]:
                     experts,
                     cfg.int("num_experts_per_tok"),
                     cfg.int("moe_intermediate_size"),
-                    cfg.int("shared_expert_intermediate_size", default=0, minimum=0),
+                    shared,
+                    shared_gate=shared > 0,
                 )
             )
         else:
@@ -72,8 +70,11 @@ def qwen3_next_layers(cfg: HFConfig) -> list[OpSpec]:
     return layers
 
 
-def _mamba2_from_mamba_fields(cfg: HFConfig, width: int) -> OpSpec:
-    """Mamba2 of the falcon_h1 / bamba / granitemoehybrid configs (mamba_* fields)."""
+def _mamba2_from_mamba_fields(cfg: HFConfig, width: int, **variant: bool) -> OpSpec:
+    """Mamba2 of the falcon_h1 / bamba / granitemoehybrid configs (mamba_* fields).  The inner
+    size is mamba_d_ssm (or mamba_expand x width) as given, any multiple of the head size."""
+    blocks.require_flag(cfg, "mamba_conv_bias", True, "the depthwise conv's bias")
+    blocks.require_flag(cfg, "mamba_proj_bias", False, "biases on in_proj / out_proj")
     d_inner = cfg.opt_int("mamba_d_ssm") or cfg.int("mamba_expand", default=2) * width
     heads = cfg.int("mamba_n_heads")
     head_dim = cfg.opt_int("mamba_d_head") or d_inner // heads
@@ -89,18 +90,30 @@ def _mamba2_from_mamba_fields(cfg: HFConfig, width: int) -> OpSpec:
         cfg.int("mamba_d_state", default=256),
         cfg.int("mamba_n_groups", default=1),
         cfg.int("mamba_d_conv", default=4),
+        **variant,
     )
 
 
 def falcon_h1_layers(cfg: HFConfig) -> list[OpSpec]:
-    """Every layer runs attention and Mamba2 side by side, then an MLP."""
+    """Every layer runs attention and Mamba2 side by side on one normalised input, then an MLP:
+    counted as attention (holding the shared norm), Mamba2 without a norm of its own, the MLP.
+    Falcon-H1's muP multipliers (embedding, key, attention / SSM in and out, MLP, LM head, the
+    per-channel ssm_multipliers) are scalars or a fixed buffer: no parameters."""
     width = cfg.int("hidden_size")
+    blocks.require_flag(cfg, "attention_bias", False, "biases on the attention projections")
+    blocks.require_flag(cfg, "projectors_bias", False, "a bias on Mamba2's out_proj")
+    blocks.require_flag(cfg, "mlp_bias", False, "biases on the MLP projections")
     attention = blocks.attention(cfg, width)
-    mamba = _mamba2_from_mamba_fields(cfg, width)
+    gated_norm = cfg.data.get("mamba_rms_norm", False)
+    if not isinstance(gated_norm, bool):
+        raise cfg.error(f"mamba_rms_norm must be true or false, got {gated_norm!r}")
+    if gated_norm and cfg.data.get("mamba_norm_before_gate", False):
+        cfg.note("mamba_norm_before_gate: the gated norm is timed as norm(y * silu(z))")
+    mamba = _mamba2_from_mamba_fields(cfg, width, gated_norm=gated_norm, pre_norm=False)
     ffn = blocks.gated_ffn(cfg, width, cfg.int("intermediate_size"))
     cfg.note(
-        "attention and Mamba2 run in parallel in each Falcon-H1 layer (one shared norm and "
-        "residual); they are counted as two consecutive operator blocks"
+        "Falcon-H1 runs attention and Mamba2 in parallel on one norm: counted as attention "
+        "then Mamba2 without its own norm (two consecutive operator blocks, two residual adds)"
     )
     return [attention, mamba, ffn] * blocks.layer_count(cfg)
 
@@ -109,6 +122,7 @@ def bamba_layers(cfg: HFConfig) -> list[OpSpec]:
     """Attention at `attn_layer_indices`, Mamba2 elsewhere; a gated MLP after each."""
     width = cfg.int("hidden_size")
     attention_at = set(cfg.int_list("attn_layer_indices"))
+    blocks.require_flag(cfg, "attention_bias", False, "biases on the attention projections")
     attention, mamba = blocks.attention(cfg, width), _mamba2_from_mamba_fields(cfg, width)
     ffn = blocks.gated_ffn(cfg, width, cfg.int("intermediate_size"))
     layers: list[OpSpec] = []
@@ -165,7 +179,10 @@ def jamba_layers(cfg: HFConfig) -> list[OpSpec]:
         d_state=cfg.int("mamba_d_state", default=16),
         d_conv=cfg.int("mamba_d_conv", default=4),
         dt_rank=cfg.opt_int("mamba_dt_rank") or math.ceil(width / 16),
+        dt_norms=True,  # Jamba's mixer normalises dt, B and C after x_proj
     )
+    blocks.require_flag(cfg, "mamba_conv_bias", True, "the depthwise conv's bias")
+    blocks.require_flag(cfg, "mamba_proj_bias", False, "biases on in_proj / out_proj")
     attention = blocks.attention(cfg, width)
     dense = blocks.gated_ffn(cfg, width, cfg.int("intermediate_size"))
     layers: list[OpSpec] = []

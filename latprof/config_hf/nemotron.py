@@ -25,6 +25,15 @@ def nemotron_h_layers(cfg: HFConfig) -> list[OpSpec]:
     if bad:
         valid = ", ".join(f"{c!r} {what}" for c, what in NEMOTRON_H_CHARS.items())
         raise cfg.error(f"hybrid_override_pattern has unknown block(s) {bad}; valid: {valid}")
+    blocks.require_flag(cfg, "use_bias", False, "biases on Mamba2's in_proj / out_proj")
+    blocks.require_flag(cfg, "use_conv_bias", True, "the depthwise conv's bias")
+    blocks.require_flag(cfg, "attention_bias", False, "biases on the attention projections")
+    blocks.require_flag(cfg, "mlp_bias", False, "biases on the MLP projections")
+    if cfg.data.get("moe_latent_size") is not None:
+        raise cfg.error(
+            f"moe_latent_size={cfg.data['moe_latent_size']}: MoE experts in a latent space "
+            "(projections in and out of it) are not modelled by latprof's moe operator"
+        )
     built: dict[str, OpSpec] = {}
     for char in dict.fromkeys(pattern):
         if char == "M":

@@ -55,6 +55,10 @@ class Curve:
         fb = self.at(b)
         return total + (b - s) * fs + (fb - fs) * (b - s - 1) / 2 + fb
 
+    def capped(self, cap: int) -> Curve:
+        """This curve read at min(context, cap): flat from `cap` on (a sliding window)."""
+        return self if self.constant else CappedCurve(self, cap)
+
     def blend(self, other: Curve, t: float) -> Curve:
         """(1 - t) * self + t * other; the measured range is the intersection of both."""
         if self.constant and other.constant:
@@ -64,3 +68,38 @@ class Curve:
         ranged = [c for c in (self, other) if not c.constant]
         out.lo, out.hi = max(c.lo for c in ranged), min(c.hi for c in ranged)
         return out
+
+
+class CappedCurve(Curve):
+    """A curve whose operator costs the same at every context from `cap` on (a sliding-window
+    attention layer): read at min(context, cap), so rows measured up to the cap cover every
+    longer context."""
+
+    __slots__ = ("base", "cap")
+
+    def __init__(self, base: Curve, cap: int) -> None:
+        super().__init__(base.xs, base.ys)
+        self.base, self.cap = base, cap
+        self.lo, self.hi = base.lo, base.hi
+
+    def at(self, c: float) -> float:
+        return self.base.at(min(c, self.cap))
+
+    def covers(self, a: int, b: int) -> bool:
+        return self.base.covers(min(a, self.cap), min(b, self.cap))
+
+    def measured_at(self, c: int) -> bool:
+        return self.base.measured_at(min(c, self.cap))
+
+    def sum_range(self, a: int, b: int) -> float:
+        if b <= self.cap:
+            return self.base.sum_range(a, b)
+        flat = self.base.at(self.cap)
+        if a >= self.cap:
+            return flat * (b - a + 1)
+        return self.base.sum_range(a, self.cap) + flat * (b - self.cap)
+
+    def blend(self, other: Curve, t: float) -> Curve:
+        if isinstance(other, CappedCurve) and other.cap == self.cap:
+            return self.base.blend(other.base, t).capped(self.cap)
+        return Curve.blend(self, other, t)

@@ -120,6 +120,9 @@ class LatencyTable:
                 result = Lookup(curve, backend, "measured")
             else:
                 result = self._width_lookup(spec, const, phase, batch, backend)
+        cap = spec.decode_context_cap() if phase == "decode" else None
+        if result is not None and cap is not None:
+            result = Lookup(result.curve.capped(cap), result.backend, result.method, result.widths)
         self._lookups[cache_key] = result
         return result
 

@@ -210,11 +210,17 @@ class AttentionBlock(Block):
                 f"attention: backend 'flash_attn' runs in float16 or bfloat16 only, not {dtype}"
             )
         self.norm = self.new_norm(spec.width)
-        self.wqkv = self.new_param(spec.q_dim + 2 * spec.kv_dim, spec.width)  # (q+2kv, width)
+        rows = spec.q_proj_dim + 2 * spec.kv_dim  # queries (and their gates), keys, values
+        self.wqkv = self.new_param(rows, spec.width)  # (rows, width)
+        self.bqkv = (
+            self.new_param(spec.q_dim + 2 * spec.kv_dim, fan_in=1) if spec.qkv_bias else None
+        )
         self.wo = self.new_param(spec.width, spec.q_dim)  # (width, q_dim)
         if spec.qk_norm:
-            self.q_norm = self.new_norm(spec.head_dim)
-            self.k_norm = self.new_norm(spec.head_dim)
+            self.q_norm = self.new_norm(spec.q_dim if spec.qk_norm_full else spec.head_dim)
+            self.k_norm = self.new_norm(spec.kv_dim if spec.qk_norm_full else spec.head_dim)
+        if spec.post_norm:
+            self.post_norm = self.new_norm(spec.width)
         self.scale = spec.head_dim**-0.5
         self._kernel: Callable[..., torch.Tensor] | None = None
 
@@ -234,21 +240,44 @@ class AttentionBlock(Block):
         return state
 
     def _project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """q, k, v before RoPE (after q/k norm when the spec has it).
+        """q, k, v before RoPE (after q/k norm when the spec has it); the output gate, when the
+        spec has one, is kept in `self._gate` for `_output`.
 
         x: (..., width)
         returns q: (..., heads, head_dim), k and v: (..., kv_heads, head_dim)
         """
         s = self.spec
-        qkv = F.linear(rms_norm(x, self.norm), self.wqkv)  # (..., q_dim + 2 kv_dim)
-        q, k, v = qkv.split([s.q_dim, s.kv_dim, s.kv_dim], dim=-1)
+        qkv = F.linear(rms_norm(x, self.norm), self.wqkv)  # (..., q_proj_dim + 2 kv_dim)
+        if s.out_gate:
+            q, gate, k, v = qkv.split([s.q_dim, s.q_dim, s.kv_dim, s.kv_dim], dim=-1)
+            self._gate = gate  # (..., q_dim)
+        else:
+            q, k, v = qkv.split([s.q_dim, s.kv_dim, s.kv_dim], dim=-1)
+        if self.bqkv is not None:
+            bq, bk, bv = self.bqkv.split([s.q_dim, s.kv_dim, s.kv_dim])
+            q, k, v = q + bq, k + bk, v + bv
+        if s.qk_norm and s.qk_norm_full:  # one norm over all heads (OLMo2)
+            q, k = rms_norm(q, self.q_norm), rms_norm(k, self.k_norm)
         q = q.unflatten(-1, (s.heads, s.head_dim))
         k = k.unflatten(-1, (s.kv_heads, s.head_dim))
         v = v.unflatten(-1, (s.kv_heads, s.head_dim))
-        if s.qk_norm:
+        if s.qk_norm and not s.qk_norm_full:  # one head_dim norm shared by the heads (Qwen3)
             q = rms_norm(q, self.q_norm)
             k = rms_norm(k, self.k_norm)
         return q, k, v
+
+    def _output(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """x + o_proj(out), with the output gate and the post-norm where the spec has them.
+
+        x: (..., width); out: (..., heads, head_dim)
+        """
+        out = out.flatten(-2)  # (..., q_dim)
+        if self.spec.out_gate:
+            out = out * torch.sigmoid(self._gate)
+        y = F.linear(out, self.wo)
+        if self.spec.post_norm:
+            y = rms_norm(y, self.post_norm)
+        return x + y
 
     def step(self, x: torch.Tensor, state: State, pos: int | torch.Tensor) -> torch.Tensor:
         """One decode step at position `pos` (= tokens already cached).
@@ -306,7 +335,7 @@ class AttentionBlock(Block):
                 causal=True,
                 rotary_interleaved=False,
             ).squeeze(1)
-        return x + F.linear(out.flatten(-2), self.wo)
+        return self._output(x, out)
 
     def _step_at_tensor_positions(self, q, k, v, state: State, pos: torch.Tensor) -> torch.Tensor:
         """The attention of `step` with positions in a device tensor (batch,) int32."""
@@ -357,4 +386,4 @@ class AttentionBlock(Block):
         state["k"][:, :seq] = k
         state["v"][:, :seq] = v
         out = causal_attention(q, k, v, self.scale)  # (batch, seq, heads, head_dim)
-        return x + F.linear(out.flatten(-2), self.wo)
+        return self._output(x, out)

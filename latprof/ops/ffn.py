@@ -35,6 +35,7 @@ class FFNBlock(Block):
         self.norm = self.new_norm(spec.width)
         self.w_in = self.new_param(n_in, spec.width)  # (2 ffn_dim if gated else ffn_dim, width)
         self.w_out = self.new_param(spec.width, spec.ffn_dim)  # (width, ffn_dim)
+        self.post_norm = self.new_norm(spec.width) if spec.post_norm else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (..., width) -> (..., width)"""
@@ -49,7 +50,10 @@ class FFNBlock(Block):
             hidden = F.gelu(hidden, approximate="tanh")
         else:  # the spec validates activations; this guards a family added there but not here
             raise NotImplementedError(f"ffn: activation {activation!r} has no implementation")
-        return x + F.linear(hidden, self.w_out)
+        out = F.linear(hidden, self.w_out)
+        if self.post_norm is not None:
+            out = rms_norm(out, self.post_norm)
+        return x + out
 
     def step(self, x: torch.Tensor, state: State, pos: int) -> torch.Tensor:
         """x: (batch, width) -> (batch, width); `state` is empty, `pos` unused."""

@@ -62,13 +62,14 @@ class GatedDeltaNetBlock(LinearAttentionBlock):
         seed: int = 0,
     ) -> None:
         super().__init__(spec, backend=backend, device=device, dtype=dtype, seed=seed)
-        # rows: q, k (key_dim each), v, gate (value_dim each), alpha, beta (heads each)
-        n_in = spec.conv_channels + spec.value_dim + 2 * spec.heads
+        hv = spec.value_heads  # the decay / beta gates and the state are per value head
+        # rows: q, k (key_dim each), v, gate (value_dim each), alpha, beta (value heads each)
+        n_in = spec.conv_channels + spec.value_dim + 2 * hv
         self.w_in = self.new_param(n_in, spec.width)  # (n_in, width)
         self.conv_weight = self.new_param(spec.conv_channels, spec.d_conv)  # (channels, d_conv)
-        a = torch.empty(spec.heads).uniform_(*A_RANGE, generator=self.generator)  # (heads,)
+        a = torch.empty(hv).uniform_(*A_RANGE, generator=self.generator)  # (value heads,)
         self.a_log = self.param_from(a.log())
-        self.dt_bias = self.param_from(_inverse_softplus(self._initial_dt(spec.heads)))
+        self.dt_bias = self.param_from(_inverse_softplus(self._initial_dt(hv)))
         self.o_norm = self.new_norm(spec.head_v_dim)
         self.w_out = self.new_param(spec.width, spec.value_dim)  # (width, value_dim)
 
@@ -77,7 +78,7 @@ class GatedDeltaNetBlock(LinearAttentionBlock):
         recurrent: (batch, heads, head_dim, head_v_dim), conv: (batch, conv_channels, d_conv)."""
         s = self.spec
         return {
-            "recurrent": self.zeros(batch, s.heads, s.head_dim, s.head_v_dim),
+            "recurrent": self.zeros(batch, s.value_heads, s.head_dim, s.head_v_dim),
             "conv": self.zeros(batch, s.conv_channels, s.d_conv),
         }
 
@@ -86,8 +87,9 @@ class GatedDeltaNetBlock(LinearAttentionBlock):
         s = self.spec
         batch = x.shape[0]
         proj = F.linear(rms_norm(x, self.norm), self.w_in)  # (batch, n_in)
-        qkv, gate, alpha, b = proj.split([s.conv_channels, s.value_dim, s.heads, s.heads], dim=-1)
-        q, k, v = self._split_heads(self._conv_step(qkv, state))  # v: (batch, heads, head_v_dim)
+        hv = s.value_heads
+        qkv, gate, alpha, b = proj.split([s.conv_channels, s.value_dim, hv, hv], dim=-1)
+        q, k, v = self._split_heads(self._conv_step(qkv, state))  # v: (batch, hv, head_v_dim)
         if self._fla is None:
             q, k = l2_normalize(q), l2_normalize(k)
             g = log_decay(alpha, self.a_log, self.dt_bias)  # (batch, heads)
@@ -110,7 +112,7 @@ class GatedDeltaNetBlock(LinearAttentionBlock):
                 use_beta_sigmoid_in_kernel=True,
             )
         state["recurrent"].copy_(new_state)
-        o = o.reshape(batch, s.heads, s.head_v_dim).to(x.dtype)
+        o = o.reshape(batch, hv, s.head_v_dim).to(x.dtype)
         return x + self._output(o, gate)
 
     def prefill(self, x: torch.Tensor, state: State) -> torch.Tensor:
@@ -118,15 +120,34 @@ class GatedDeltaNetBlock(LinearAttentionBlock):
         fresh one) and leaves it as `seq` decode steps would."""
         s = self.spec
         proj = F.linear(rms_norm(x, self.norm), self.w_in)  # (batch, seq, n_in)
-        qkv, gate, alpha, b = proj.split([s.conv_channels, s.value_dim, s.heads, s.heads], dim=-1)
+        hv = s.value_heads
+        qkv, gate, alpha, b = proj.split([s.conv_channels, s.value_dim, hv, hv], dim=-1)
         qkv = causal_conv(qkv, state["conv"], self.conv_weight)
-        q, k, v = self._split_heads(qkv)  # v: (batch, seq, heads, head_v_dim)
+        q, k, v = self._split_heads(qkv)  # v: (batch, seq, hv, head_v_dim)
         q, k = l2_normalize(q), l2_normalize(k)
         g = log_decay(alpha, self.a_log, self.dt_bias)  # (batch, seq, heads)
         beta = b.float().sigmoid()  # (batch, seq, heads)
         o, final = gated_delta_rule_recurrence(q, k, v, beta, g, state["recurrent"], self.scale)
         state["recurrent"].copy_(final)
         return x + self._output(o.to(x.dtype), gate)
+
+    def _split_heads(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k: (..., value heads, head_dim), each key head repeated for the v_heads / heads
+        value heads that share it (grouped value heads; a no-op without them); v: (..., value
+        heads, head_v_dim)."""
+        s = self.spec
+        q, k, v = (
+            t.unflatten(-1, (h, -1))
+            for t, h in zip(
+                qkv.split([s.key_dim, s.key_dim, s.value_dim], dim=-1),
+                (s.heads, s.heads, s.value_heads),
+                strict=True,
+            )
+        )
+        if s.v_heads:
+            group = s.v_heads // s.heads
+            q, k = q.repeat_interleave(group, dim=-2), k.repeat_interleave(group, dim=-2)
+        return q, k, v
 
     def _initial_dt(self, heads: int) -> torch.Tensor:
         """(heads,) time steps log-uniform in DT_RANGE, float32."""

@@ -251,6 +251,6 @@ class LinearAttentionBlock(Block):
         """o: (..., heads, head_v_dim), gate: (..., heads * head_v_dim) or None -> (..., width):
         per-head RMSNorm (times silu(gate) where given), out-projection."""
         if gate is not None:
-            gate = gate.unflatten(-1, (self.spec.heads, -1))  # (..., heads, head_v_dim)
+            gate = gate.unflatten(-1, (o.shape[-2], -1))  # (..., heads, head_v_dim)
         o = head_rms_norm(o, self.o_norm, gate)
         return F.linear(o.flatten(-2), self.w_out)

@@ -51,6 +51,10 @@ class MambaBlock(Block):
         self.conv_bias = self.new_param(d_inner, fan_in=spec.d_conv)
         self.x_proj_weight = self.new_param(spec.dt_rank + 2 * d_state, d_inner)
         self.dt_proj_weight = self.new_param(d_inner, spec.dt_rank)
+        if spec.dt_norms:  # Jamba: RMSNorm on dt, B and C
+            self.dt_norm = self.new_norm(spec.dt_rank)
+            self.b_norm = self.new_norm(d_state)
+            self.c_norm = self.new_norm(d_state)
         self.dt_proj_bias = self.param_from(init_dt_bias(d_inner, self.generator))
         self.A_log = self.param_from(init_a_log(d_inner, d_state, generator=self.generator))
         self.D = self.param_from(1.0 + 0.1 * torch.randn(d_inner, generator=self.generator))
@@ -88,6 +92,9 @@ class MambaBlock(Block):
         dt_low, B, C = F.linear(x, self.x_proj_weight).split(
             [spec.dt_rank, spec.d_state, spec.d_state], dim=-1
         )
+        if spec.dt_norms:
+            dt_low = rms_norm(dt_low, self.dt_norm)
+            B, C = rms_norm(B, self.b_norm), rms_norm(C, self.c_norm)
         return F.linear(dt_low, self.dt_proj_weight), B, C
 
     def step(self, x: torch.Tensor, state: State, pos: int) -> torch.Tensor:

@@ -52,14 +52,14 @@ class Mamba2Block(Block):
     ) -> None:
         super().__init__(spec, backend=backend, device=device, dtype=dtype, seed=seed)
         width, d_inner, heads = spec.width, spec.d_inner, spec.heads
-        self.norm_weight = self.new_norm(width)
+        self.norm_weight = self.new_norm(width) if spec.pre_norm else None
         self.in_proj_weight = self.new_param(d_inner + spec.conv_dim + heads, width)
         self.conv_weight = self.new_param(spec.conv_dim, spec.d_conv)
         self.conv_bias = self.new_param(spec.conv_dim, fan_in=spec.d_conv)
         self.dt_bias = self.param_from(init_dt_bias(heads, self.generator))
         self.A_log = self.param_from(init_a_log(heads, generator=self.generator))
         self.D = self.param_from(1.0 + 0.1 * torch.randn(heads, generator=self.generator))
-        self.gated_norm_weight = self.new_norm(d_inner)
+        self.gated_norm_weight = self.new_norm(d_inner) if spec.gated_norm else None
         self.out_proj_weight = self.new_param(width, d_inner)
         self._step_fns: tuple[Callable, Callable] | None = None
 
@@ -94,7 +94,8 @@ class Mamba2Block(Block):
         """Pre-norm and in_proj: x (..., width) -> z (..., d_inner), xBC (..., conv_dim),
         dt (..., heads)."""
         spec = self.spec
-        zxbcdt = F.linear(rms_norm(x, self.norm_weight), self.in_proj_weight)
+        h = rms_norm(x, self.norm_weight) if self.norm_weight is not None else x
+        zxbcdt = F.linear(h, self.in_proj_weight)
         return zxbcdt.split([spec.d_inner, spec.conv_dim, spec.heads], dim=-1)
 
     def step(self, x: torch.Tensor, state: State, pos: int) -> torch.Tensor:
@@ -117,13 +118,16 @@ class Mamba2Block(Block):
             head_dim=spec.head_dim,
             d_state=spec.d_state,
         )  # (batch, d_inner)
-        y = gated_norm(
-            y,
-            z,
-            self.gated_norm_weight,
-            group_size=spec.d_inner // spec.n_groups,
-            eps=GATED_NORM_EPS,
-        )
+        if self.gated_norm_weight is None:  # no norm: the gate alone (Falcon-H1)
+            y = (y.float() * F.silu(z.float())).to(y.dtype)
+        else:
+            y = gated_norm(
+                y,
+                z,
+                self.gated_norm_weight,
+                group_size=spec.d_inner // spec.n_groups,
+                eps=GATED_NORM_EPS,
+            )
         return x + F.linear(y, self.out_proj_weight)
 
     def prefill(self, x: torch.Tensor, state: State) -> torch.Tensor:
@@ -137,13 +141,16 @@ class Mamba2Block(Block):
         )
         A = -torch.exp(self.A_log.float())  # (heads,)
         y, ssm_state = ssd_chunked_ref(xs, dt, A, B, C, self.D, self.dt_bias, CHUNK_SIZE)
-        y = gated_rms_norm_ref(
-            y.flatten(2),
-            z,
-            self.gated_norm_weight,
-            group_size=spec.d_inner // spec.n_groups,
-            eps=GATED_NORM_EPS,
-        )  # (batch, seq, d_inner)
+        if self.gated_norm_weight is None:
+            y = (y.flatten(2).float() * F.silu(z.float())).to(z.dtype)
+        else:
+            y = gated_rms_norm_ref(
+                y.flatten(2),
+                z,
+                self.gated_norm_weight,
+                group_size=spec.d_inner // spec.n_groups,
+                eps=GATED_NORM_EPS,
+            )  # (batch, seq, d_inner)
         state["conv"].copy_(conv_state)
         state["ssm"].copy_(ssm_state)
         return x + F.linear(y, self.out_proj_weight)

@@ -56,6 +56,9 @@ class MoEBlock(Block):
         self.register_parameter("shared_gate", self.new_param(s, w) if s and spec.gated else None)
         self.register_parameter("shared_up", self.new_param(s, w) if s else None)
         self.register_parameter("shared_down", self.new_param(w, s) if s else None)
+        self.register_parameter(
+            "shared_expert_gate", self.new_param(1, w) if spec.shared_gate else None
+        )
 
     def route(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-k routing of normalised hidden states.
@@ -99,7 +102,10 @@ class MoEBlock(Block):
         h = rms_norm(x, self.norm).reshape(-1, self.spec.width)  # (tokens, width)
         out = self.routed(h, *self.route(h))  # (tokens, width) float32
         if self.shared_up is not None:
-            out += expert_mlp(h, self.shared_gate, self.shared_up, self.shared_down).float()
+            shared = expert_mlp(h, self.shared_gate, self.shared_up, self.shared_down).float()
+            if self.shared_expert_gate is not None:  # (tokens, 1) sigmoid gate
+                shared = shared * torch.sigmoid(F.linear(h, self.shared_expert_gate).float())
+            out += shared
         return x + out.to(x.dtype).reshape(x.shape)
 
     def step(self, x: torch.Tensor, state: State, pos: int) -> torch.Tensor:

@@ -112,6 +112,11 @@ class OpSpec:
     context_dependent: ClassVar[bool] = False
     #: kind of input of the decode step: "hidden" (batch, width) or "tokens" (batch,) ids.
     input_kind: ClassVar[str] = "hidden"
+    #: fields added after a family's first LUTs were written (a bias, a gate, an inner size
+    #: that is no multiple of the width): left out of `key` while they hold their default, so
+    #: existing LUT rows keep their keys, and never a LUT shape column (the `spec` column
+    #: carries them), so existing LUT files keep their header
+    extra_fields: ClassVar[tuple[str, ...]] = ()
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -126,6 +131,17 @@ class OpSpec:
     def params(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.param_names()}
 
+    def column_params(self) -> dict[str, Any]:
+        """Shape fields that are LUT columns (all but `extra_fields`)."""
+        return {k: v for k, v in self.params().items() if k not in self.extra_fields}
+
+    def key_params(self) -> dict[str, Any]:
+        """Fields written in `key`: every field, `extra_fields` only where not at the default."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        return {
+            k: v for k, v in self.params().items() if k not in self.extra_fields or v != defaults[k]
+        }
+
     def overrides(self) -> dict[str, Any]:
         """Fields that differ from the defaults this width would get."""
         default = type(self).resolve(self.width)
@@ -134,7 +150,7 @@ class OpSpec:
     @property
     def key(self) -> str:
         """Canonical text of the spec: `attention(width=2048,heads=16,...)`; the LUT join key."""
-        fields = ",".join(f"{k}={_fmt(v)}" for k, v in self.params().items())
+        fields = ",".join(f"{k}={_fmt(v)}" for k, v in self.key_params().items())
         return f"{self.op}(width={self.width}" + (f",{fields})" if fields else ")")
 
     def __str__(self) -> str:
@@ -148,8 +164,18 @@ class OpSpec:
     def param_count(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def pre_norm_params(self) -> int:
+        """Weights of this block's own pre-norm (one per residual block, of the width); 0 where
+        the block has none.  A model whose norms carry no weights (OLMo) subtracts them."""
+        return self.width
+
     def state_bytes(self, batch: int, max_context: int, dtype: str) -> StateBytes:
         return StateBytes()
+
+    def decode_context_cap(self) -> int | None:
+        """The context from which a decode step costs the same at every longer context (a
+        sliding window's), or None: LUT rows are measured up to it and read as flat beyond."""
+        return None
 
     def flops_per_step(self, batch: int, context: int) -> int:
         """Multiply-adds count as two FLOPs; matmuls dominate."""

@@ -14,11 +14,14 @@ ACTIVATIONS = ("swiglu", "relu2", "gelu")
 class FFNSpec(OpSpec):
     ffn_dim: int = 0
     activation: str = "swiglu"
+    #: an RMSNorm of the width on the MLP's output before the residual add (Gemma 3)
+    post_norm: bool = False
 
     op: ClassVar[str] = "ffn"
+    extra_fields: ClassVar[tuple[str, ...]] = ("post_norm",)
 
     @classmethod
-    def resolve(cls, width, ffn_dim=None, activation="swiglu"):
+    def resolve(cls, width, ffn_dim=None, activation="swiglu", post_norm=False):
         positive(cls.op, width=width)
         if ffn_dim is None:
             ffn_dim = round_to(3 * width, 128)
@@ -27,7 +30,9 @@ class FFNSpec(OpSpec):
             raise InputError(
                 f"ffn: unknown activation {activation!r}; valid: {', '.join(ACTIVATIONS)}"
             )
-        return cls(width, ffn_dim, activation)
+        if not isinstance(post_norm, bool):
+            raise InputError(f"ffn: post_norm must be true or false, got {post_norm!r}")
+        return cls(width, ffn_dim, activation, post_norm)
 
     @property
     def gated(self) -> bool:
@@ -35,4 +40,5 @@ class FFNSpec(OpSpec):
 
     def param_count(self) -> int:
         matrices = 3 if self.gated else 2
-        return matrices * self.width * self.ffn_dim + self.width
+        norms = self.width * (2 if self.post_norm else 1)
+        return matrices * self.width * self.ffn_dim + norms

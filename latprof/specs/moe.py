@@ -36,9 +36,12 @@ class MoESpec(OpSpec):
     expert_dim: int = 0
     shared_expert_dim: int = 0
     activation: str = "swiglu"
+    #: a sigmoid gate of one weight row scaling the shared expert's output (Qwen MoE)
+    shared_gate: bool = False
 
     op: ClassVar[str] = "moe"
     sparse_reads: ClassVar[bool] = True
+    extra_fields: ClassVar[tuple[str, ...]] = ("shared_gate",)
 
     @classmethod
     def resolve(
@@ -49,6 +52,7 @@ class MoESpec(OpSpec):
         expert_dim=None,
         shared_expert_dim=0,
         activation="swiglu",
+        shared_gate=False,
     ):
         positive(cls.op, width=width, experts=experts, top_k=top_k)
         if expert_dim is None:
@@ -65,7 +69,11 @@ class MoESpec(OpSpec):
             raise InputError(
                 f"moe: unknown activation {activation!r}; valid: {', '.join(ACTIVATIONS)}"
             )
-        return cls(width, experts, top_k, expert_dim, shared_expert_dim, activation)
+        if not isinstance(shared_gate, bool):
+            raise InputError(f"moe: shared_gate must be true or false, got {shared_gate!r}")
+        if shared_gate and not shared_expert_dim:
+            raise InputError("moe: shared_gate needs a shared expert (shared_expert_dim > 0)")
+        return cls(width, experts, top_k, expert_dim, shared_expert_dim, activation, shared_gate)
 
     @property
     def gated(self) -> bool:
@@ -78,7 +86,8 @@ class MoESpec(OpSpec):
 
     @property
     def shared_params(self) -> int:
-        return (3 if self.gated else 2) * self.width * self.shared_expert_dim
+        gate = self.width if self.shared_gate else 0
+        return (3 if self.gated else 2) * self.width * self.shared_expert_dim + gate
 
     @property
     def router_params(self) -> int:

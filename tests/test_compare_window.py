@@ -1,0 +1,57 @@
+"""Whole models with sliding-window attention, LFM2's short conv and the attention variants of
+published models: `latprof compare` measures their rows, builds them end to end and decodes
+past the window."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from latprof.cli import _register, app
+
+_register()
+runner = CliRunner()
+
+TINY_WINDOW = (
+    "name: tiny-window\nwidth: 128\nvocab_size: 512\n"
+    "pattern: 'attention_window ffn short_conv ffn attention ffn'\n"
+    "defaults:\n"
+    "  attention_window: {heads: 2, kv_heads: 1, head_dim: 64, window: 8, qk_norm: true,"
+    " post_norm: true}\n"
+    "  attention: {heads: 2, kv_heads: 1, head_dim: 64, out_gate: true, qkv_bias: true}\n"
+    "  ffn: {post_norm: true}\n"
+)
+
+
+@pytest.mark.slow  # measures its LUT rows first: about a minute on a free 2-core CPU
+def test_compare_runs_a_windowed_model_past_its_window(tmp_path):
+    config = tmp_path / "tiny-window.yaml"
+    config.write_text(TINY_WINDOW)
+    lut = tmp_path / "lut.csv"
+    args = [
+        "compare",
+        str(config),
+        "--device",
+        "cpu",
+        "--lut",
+        str(lut),
+        "--context",
+        "16,64",
+        "--samples",
+        "3",
+        "--measure-missing",
+        "--generate",
+        "4",
+        "--json",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert sorted(p["context"] for p in report["points"]) == [16, 64]  # past the window of 8
+    assert all(p["estimate_us"] > 0 and p["measured_us"] > 0 for p in report["points"])
+    assert report["generations"][0]["measured_s"] > 0
+    rows = lut.read_text()
+    assert "attention_window(width=128" in rows and "window=8" in rows
+    assert "out_gate=true" in rows and "qkv_bias=true" in rows and "short_conv(width=128" in rows

@@ -1,0 +1,179 @@
+"""The published model families of issue 15, from their real config.json fixtures: layer layout,
+sliding windows, memory capped at the window, and `latprof estimate --memory-only` on each."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import latprof.cli.estimate  # noqa: F401  (registers the command)
+from latprof.cli import _register, app
+from latprof.config_hf import load_hf_config, model_from_hf
+from latprof.errors import InputError
+from latprof.memory import memory_report
+
+_register()
+runner = CliRunner()
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "hf-configs"
+
+#: one real config of each family: fixture -> (model_type, latprof == transformers parameters)
+FAMILIES = {
+    "gemma-3-1b.json": ("gemma3_text", 999_885_952),
+    "gemma-3-270m.json": ("gemma3_text", 268_098_176),
+    "lfm2-2.6b.json": ("lfm2", 2_697_198_592),
+    "qwen2.5-1.5b-instruct.json": ("qwen2", 1_543_714_304),
+    "olmo-1b-hf.json": ("olmo", 1_176_764_416),
+    "phi-4-mini-instruct.json": ("phi3", 3_836_021_760),
+    "smollm3-3b.json": ("smollm3", 3_075_098_624),
+    "qwen3-30b-a3b.json": ("qwen3_moe", 30_532_122_624),
+    "qwen3-next-80b-a3b.json": ("qwen3_next", 79_674_391_296),
+    "falcon-h1-0.5b.json": ("falcon_h1", 521_411_104),
+    "falcon-h1-7b.json": ("falcon_h1", 7_585_519_712),
+    "granite-4.0-h-micro.json": ("granitemoehybrid", 3_191_396_096),
+    "granite-4.0-h-tiny.json": ("granitemoehybrid", 6_939_037_248),
+    "jamba-v0.1.json": ("jamba", 51_570_323_328),
+    "mistral-7b-v0.1.json": ("mistral", 7_241_732_096),
+    "nemotron-3-nano-30b-a3b.json": ("nemotron_h", 31_577_937_344),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_estimate_memory_only_json_for_each_family(name):
+    model_type, params = FAMILIES[name]
+    path = FIXTURES / name
+    assert json.loads(path.read_text())["model_type"] == model_type
+    args = ["estimate", str(path), "--memory-only", "--batch", "1", "--context", "8000"]
+    result = runner.invoke(app, [*args, "--dtype", "bf16", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["model"]["params"] == params
+    memory = report["memory"]
+    model = load_hf_config(path)
+    state = model.state_bytes(1, 8000, "bf16")
+    assert memory["weights_bytes"] == 2 * params
+    assert (memory["kv_cache_bytes"], memory["recurrent_state_bytes"]) == (
+        state.kv_cache,
+        state.recurrent,
+    )
+    assert memory["total_bytes"] == 2 * params + state.total
+
+
+def test_gemma3_local_and_global_layers():
+    model = load_hf_config(FIXTURES / "gemma-3-1b.json")
+    mixers = model.layers[0::2]
+    assert [i for i, s in enumerate(mixers) if s.op == "attention"] == [5, 11, 17, 23]
+    local = mixers[0]
+    assert (local.op, local.window, local.heads, local.kv_heads, local.head_dim) == (
+        "attention_window",
+        512,
+        4,
+        1,
+        256,
+    )
+    assert local.qk_norm and local.post_norm and model.layers[1].post_norm
+    # KV cache: 22 local layers hold 512 positions, 4 global ones 8000 (K and V, 256 x 2 bytes)
+    report = memory_report(model, batch=1, context=8000, dtype="bf16")
+    assert report.kv_cache == (22 * 512 + 4 * 8000) * 2 * 256 * 2
+
+
+def qwen2_config(**fields):
+    return {
+        "model_type": "qwen2",
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "num_hidden_layers": 6,
+        "vocab_size": 100,
+        "max_position_embeddings": 32768,
+        **fields,
+    }
+
+
+def test_qwen2_use_sliding_window_windows_layers_from_max_window_layers():
+    model = model_from_hf(
+        qwen2_config(use_sliding_window=True, sliding_window=64, max_window_layers=4)
+    )
+    ops = [s.op for s in model.layers[0::2]]
+    assert ops == ["attention"] * 4 + ["attention_window"] * 2
+    assert model.layers[8].window == 64 and model.layers[8].qkv_bias
+    plain = model_from_hf(qwen2_config(use_sliding_window=False, sliding_window=64))
+    assert {s.op for s in plain.layers[0::2]} == {"attention"}
+
+
+def test_layer_types_win_and_are_checked():
+    types = ["sliding_attention", "full_attention"] * 3
+    model = model_from_hf(qwen2_config(layer_types=types, sliding_window=16))
+    assert [s.op for s in model.layers[0::2]] == ["attention_window", "attention"] * 3
+    with pytest.raises(InputError, match="layer_types entries \\['chunked'\\] unknown"):
+        model_from_hf(qwen2_config(layer_types=["chunked"] * 6, sliding_window=16))
+    with pytest.raises(InputError, match="no `sliding_window` is set"):
+        model_from_hf(qwen2_config(layer_types=types))
+
+
+def test_a_window_beyond_the_trained_length_is_full_attention():
+    model = model_from_hf(qwen2_config(use_sliding_window=True, sliding_window=10**6))
+    assert {s.op for s in model.layers[0::2]} == {"attention"}
+    assert any("never reached" in n for n in model.notes)
+
+
+def test_lfm2_interleaves_short_conv_and_attention():
+    model = load_hf_config(FIXTURES / "lfm2-2.6b.json")
+    mixers = [s.op for s in model.layers[0::2]]
+    assert [i for i, op in enumerate(mixers) if op == "attention"] == [2, 5, 9, 13, 17, 21, 24, 27]
+    conv, attention = model.layers[0], model.layers[4]
+    assert (conv.op, conv.d_conv) == ("short_conv", 3)
+    assert (attention.heads, attention.kv_heads, attention.head_dim, attention.qk_norm) == (
+        32,
+        8,
+        64,
+        True,
+    )
+    assert model.layers[1].ffn_dim == 10752  # block_auto_adjust_ff_dim false: as given
+    state = memory_report(model, batch=1, context=8000, dtype="bf16")
+    assert state.conv == 22 * 2048 * 3 * 2
+    assert state.kv_cache == 8 * 2 * 8 * 64 * 8000 * 2
+
+
+def test_notes_say_what_changes_no_shape():
+    phi4 = load_hf_config(FIXTURES / "phi-4-mini-instruct.json")
+    assert any("partial_rotary_factor=0.75" in n for n in phi4.notes)
+    assert {s.op for s in phi4.layers[0::2]} == {"attention"}  # window 262144 > trained length
+    smollm3 = load_hf_config(FIXTURES / "smollm3-3b.json")
+    assert any("NoPE" in n for n in smollm3.notes)
+
+
+def test_nemotron_3_nano_mamba2_inner_size_is_heads_times_head_dim():
+    model = load_hf_config(FIXTURES / "nemotron-3-nano-30b-a3b.json")
+    mamba = model.layers[0]
+    assert (mamba.op, mamba.d_inner, mamba.heads, mamba.n_groups) == ("mamba2", 4096, 64, 8)
+    assert mamba.d_inner % model.width  # 4096 is no multiple of 2688
+
+
+def test_latent_moe_is_an_error_naming_the_field():
+    data = json.loads((FIXTURES / "nemotron-3-nano-30b-a3b.json").read_text())
+    with pytest.raises(InputError, match="moe_latent_size=1024"):
+        model_from_hf({**data, "moe_latent_size": 1024})
+
+
+def test_a_per_layer_head_count_is_an_error_naming_the_field():
+    with pytest.raises(InputError, match="num_key_value_heads must be an integer"):
+        model_from_hf(qwen2_config(num_key_value_heads=[2, 2, 1, 1, 2, 2]))
+
+
+@pytest.mark.parametrize(
+    ("model_type", "why"),
+    [
+        ("zamba2", "shared attention blocks"),
+        ("kimi_linear", "Kimi Delta Attention"),
+        ("lfm2_moe", "MoE"),
+    ],
+)
+def test_families_not_yet_supported_list_the_supported_ones(model_type, why):
+    with pytest.raises(
+        InputError, match=f"unsupported model_type '{model_type}' .*{why}.*gemma3_text"
+    ):
+        model_from_hf({"model_type": model_type, "hidden_size": 64})
