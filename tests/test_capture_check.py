@@ -16,6 +16,8 @@ from latprof.registry import OPERATORS, build_spec
 WIDTH = 64
 SMALL = {
     "attention": dict(heads=4, kv_heads=2, head_dim=16),
+    # a window shorter than the checked context: the ring buffer wraps during the check
+    "attention_window": dict(heads=4, kv_heads=2, head_dim=16, window=4),
     "moe": dict(experts=4, top_k=2),
     "mamba2": dict(head_dim=16, d_state=16),
     "deltanet": dict(heads=2, head_dim=32),
