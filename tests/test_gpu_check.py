@@ -40,6 +40,15 @@ def test_eager_spec_keeps_the_rows_at_batch_one():
     assert sum(gpu_check.BUDGET_S.values()) <= 8 * 60
 
 
+def test_the_smoke_spec_covers_every_operator_family():
+    import yaml
+
+    from latprof.registry import OPERATOR_NAMES
+
+    spec = yaml.safe_load((ROOT / "luts" / "gpu-smoke.yaml").read_text())
+    assert set(spec["ops"]) == set(OPERATOR_NAMES)
+
+
 @pytest.mark.slow
 def test_cpu_dry_run_installs_from_the_wheelhouse_and_runs_every_stage(tmp_path):
     wheelhouse = tmp_path / "wheelhouse"
