@@ -1,8 +1,8 @@
 """How evenly `--shard I/N` splits a sweep grid, by predicted cost (bytes per step x copies, the
 figure shards are balanced on), against splitting the same points by count.  Prints, per spec
-file and N, the heaviest shard's predicted cost over the mean (by cost, as --shard does; by count dealt
-round-robin; by count in contiguous runs of the key order) and the points per shard.  These are
-predictions, not timings.
+file and N, the heaviest shard's predicted cost over the mean (by cost, as --shard does; by
+count dealt round-robin; by count in contiguous runs of the key order) and the points per
+shard.  These are predictions, not timings.
 
     .venv/bin/python benchmarks/bench_shard_balance.py [--spec luts/default.yaml --device cuda]
 """
@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--spec", action="append")
     parser.add_argument("--device", action="append")
     args = parser.parse_args()
-    cases = list(zip(args.spec, args.device)) if args.spec else [
+    cases = list(zip(args.spec, args.device or [], strict=True)) if args.spec else [
         ("luts/default.yaml", "cuda"),
         ("luts/quick.yaml", "cpu"),
     ]  # fmt: skip
