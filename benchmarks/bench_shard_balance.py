@@ -30,8 +30,8 @@ def main() -> None:
         ("luts/default.yaml", "cuda"),
         ("luts/quick.yaml", "cpu"),
     ]  # fmt: skip
-    print(f"{'spec':<20} {'device':<6} {'points':>6} {'N':>3} {'by cost':>8} {'dealt':>6} {'runs':>6} "
-          f"{'points per shard':>17}")  # fmt: skip
+    print(f"{'spec':<20} {'device':<6} {'points':>6} {'N':>3} {'by cost':>8} {'dealt':>6} "
+          f"{'runs':>6} {'points per shard':>17}")  # fmt: skip
     for spec, device in cases:
         points = sorted(_points(spec, device), key=shard.canonical_key)
         for n in (2, 4, 8):
