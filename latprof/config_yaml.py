@@ -6,6 +6,8 @@ width: 2048                 # required: hidden size
 vocab_size: 131072          # required
 tied_embeddings: true       # optional (false): LM head shares the embedding matrix
 meta_tokens: 256            # optional (0): tokens prepended to every sequence
+norm_weights: false         # optional (true): false when the RMS norms have no weights (OLMo)
+max_positions: 8192         # optional: the longest context the model is defined for
 defaults:                   # optional: parameters per operator, for every layer of that operator
   attention: {heads: 16, kv_heads: 4}
   ffn: {ffn_dim: 6144}
@@ -49,6 +51,7 @@ TOP_LEVEL_KEYS = (
     "layers",
     "description",
     "max_positions",
+    "norm_weights",
 )
 #: more layers than this is a typo in a repetition count, not a model
 MAX_LAYERS = inputs.MAX_LAYERS
@@ -178,8 +181,21 @@ def model_from_dict(data: dict, source: str = "<config>", default_name: str = "m
     max_positions = (
         _int(data, "max_positions", source) if data.get("max_positions") is not None else None
     )
+    norm_weights = data.get("norm_weights", True)
+    if not isinstance(norm_weights, bool):
+        raise InputError(
+            f"{_where(source, data, 'norm_weights')}: norm_weights must be true or false"
+        )
     return ModelSpec(
-        name, width, vocab_size, layers, tied, meta_tokens, source, max_positions=max_positions
+        name,
+        width,
+        vocab_size,
+        layers,
+        tied,
+        meta_tokens,
+        source,
+        max_positions=max_positions,
+        norm_weights=norm_weights,
     )
 
 
@@ -376,4 +392,8 @@ def model_to_yaml(model: ModelSpec, description: str = "") -> str:
         blocks=blocks,
         pattern=" ".join(names[spec] for spec in model.layers),
     )
+    if not model.norm_weights:
+        data["norm_weights"] = False
+    if model.max_positions is not None:
+        data["max_positions"] = model.max_positions
     return yaml.safe_dump(data, sort_keys=False, width=100)

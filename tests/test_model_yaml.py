@@ -240,3 +240,22 @@ def test_every_example_config_loads():
     for path in sorted(CONFIGS.glob("*.yaml")):
         model = load_model(path)
         assert model.layers and model.param_count() > 0, path
+
+
+@pytest.mark.parametrize(
+    "fixture", ["olmo-1b-hf.json", "gemma-3-270m.json", "falcon-h1-0.5b.json", "lfm2-2.6b.json"]
+)
+def test_a_model_written_as_yaml_reads_back_equal(tmp_path, fixture):
+    """`model_to_yaml` (frontier and search write candidates with it) keeps what changes the
+    count and the work: OLMo's weightless norms, the trained length, windows, Mamba2 inner
+    sizes."""
+    from latprof.config_yaml import model_to_yaml
+
+    model = load_model(Path(__file__).resolve().parent / "fixtures" / "hf-configs" / fixture)
+    path = tmp_path / "model.yaml"
+    path.write_text(model_to_yaml(model))
+    back = load_model(path)
+    assert back.layers == model.layers
+    assert back.norm_weights == model.norm_weights
+    assert back.max_positions == model.max_positions
+    assert back.param_count() == model.param_count()
