@@ -72,6 +72,21 @@ def last_level_cache_bytes(device: str) -> int:
     return cpu_last_level_cache_bytes()
 
 
+def device_memory_bytes(device: str) -> int | None:
+    """How many bytes the device has, so that a point which cannot fit is recorded as oom
+    without a long (on a CPU, possibly swapping) allocation attempt.  CUDA: the current
+    device's total memory; CPU: MemTotal from /proc/meminfo (None where that file is absent)."""
+    if device == "cuda":
+        return int(torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory)
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def device_properties(device: str) -> dict:
     if device == "cuda":
         p = torch.cuda.get_device_properties(torch.cuda.current_device())

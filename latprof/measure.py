@@ -28,7 +28,6 @@ from typing import Any, Protocol
 import torch
 
 from latprof import device_info, gpu_clocks
-from latprof.device_memory import device_memory_bytes, too_big_message
 from latprof.errors import InputError
 from latprof.lut import Setting
 from latprof.ops import backend_unavailable, build_block, torch_dtype
@@ -261,14 +260,16 @@ def measure(targets: Sequence[Target], llc_bytes: int, config: TimerConfig) -> l
         t.check()
     results: list[Result | None] = [None] * len(targets)
     ready: list[tuple[int, Workload, int]] = []
-    memory = device_memory_bytes(targets[0].device)
+    memory = device_info.device_memory_bytes(targets[0].device)
     for i, target in enumerate(targets):
         copies = copies_needed(target, llc_bytes)
         needed = target.bytes_per_copy() * copies
         if memory is not None and needed > memory:  # oom without trying to allocate it
-            results[i] = Result(
-                target, copies, None, "oom", too_big_message(needed, memory, target.device)
+            too_big = (
+                f"OutOfMemory: needs {needed / 1e9:,.1f} GB for its copies, more than the "
+                f"{memory / 1e9:,.1f} GB this {target.device} has; not attempted"
             )
+            results[i] = Result(target, copies, None, "oom", too_big)
             continue
         try:
             if target.device == "cuda":
