@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from latprof.cpu_load import proc_stat_fields
+
 #: a claim lasts this long unless renewed (each group renews the sweep's claims)
 CLAIM_TTL_S = 3600.0
 #: how often a sweep waiting for others' points looks again
@@ -40,11 +42,8 @@ def claims_path(lut_path: str | Path) -> Path:
 def process_start(pid: int) -> str | None:
     """The start time of process `pid` (clock ticks since boot, /proc/PID/stat field 22), which
     tells a live process from a new one that reused a dead one's pid; None if it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text.rsplit(")", 1)[1].split()[19]
+    fields = proc_stat_fields(pid)
+    return None if fields is None else fields[19]
 
 
 def _alive(claim: dict[str, Any], host: str) -> bool:

@@ -49,13 +49,21 @@ def machine_ticks() -> tuple[int, int, int] | None:
     return busy, steal, busy + idle + iowait + steal
 
 
-def own_ticks() -> int | None:
-    """CPU clock ticks this process (all threads) has used: utime + stime."""
+def proc_stat_fields(pid: int | str = "self") -> list[str] | None:
+    """/proc/PID/stat after the command name (whose parentheses may hold spaces): proc(5)'s
+    field N is item N - 3; None where the process or /proc is gone."""
     try:
-        text = Path("/proc/self/stat").read_text()
+        text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = text.rsplit(")", 1)[1].split()
+    return text.rsplit(")", 1)[1].split()
+
+
+def own_ticks() -> int | None:
+    """CPU clock ticks this process (all threads) has used: utime + stime."""
+    fields = proc_stat_fields()
+    if fields is None:
+        return None
     return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
 
 
