@@ -24,6 +24,7 @@ FAMILIES = {
     "gemma-3-1b.json": ("gemma3_text", 999_885_952),
     "gemma-3-270m.json": ("gemma3_text", 268_098_176),
     "lfm2-2.6b.json": ("lfm2", 2_697_198_592),
+    "lfm2-8b-a1b.json": ("lfm2_moe", 8_339_929_856),
     "qwen2.5-1.5b-instruct.json": ("qwen2", 1_543_714_304),
     "olmo-1b-hf.json": ("olmo", 1_176_764_416),
     "phi-4-mini-instruct.json": ("phi3", 3_836_021_760),
@@ -138,6 +139,34 @@ def test_lfm2_interleaves_short_conv_and_attention():
     assert state.kv_cache == 8 * 2 * 8 * 64 * 8000 * 2
 
 
+def test_lfm2_moe_has_dense_first_layers_then_routed_experts():
+    model = load_hf_config(FIXTURES / "lfm2-8b-a1b.json")
+    mixers, ffns = model.layers[0::2], model.layers[1::2]
+    assert [i for i, s in enumerate(mixers) if s.op == "attention"] == [2, 6, 10, 14, 18, 21]
+    assert [s.op for s in ffns[:3]] == ["ffn", "ffn", "moe"]
+    assert ffns[0].ffn_dim == 7168  # intermediate_size as given: no auto-adjust in lfm2_moe
+    moe = ffns[2]
+    assert (moe.experts, moe.top_k, moe.expert_dim, moe.shared_expert_dim) == (32, 4, 1792, 0)
+    assert model.tied_embeddings  # the class default: the fixture leaves it out
+    assert any("use_expert_bias" in n for n in model.notes)
+    state = memory_report(model, batch=1, context=8000, dtype="bf16")
+    assert state.conv == 18 * 2048 * 3 * 2
+    assert state.kv_cache == 6 * 2 * 8 * 64 * 8000 * 2
+
+
+def test_lfm2_reads_the_older_tie_embedding_spelling():
+    data = json.loads((FIXTURES / "lfm2-8b-a1b.json").read_text())
+    assert not model_from_hf({**data, "tie_embedding": False}).tied_embeddings
+    both = {**data, "tie_embedding": False, "tie_word_embeddings": True}
+    assert model_from_hf(both).tied_embeddings  # the current spelling wins
+
+
+def test_lfm2_moe_with_more_dense_layers_than_layers_is_an_error():
+    data = json.loads((FIXTURES / "lfm2-8b-a1b.json").read_text())
+    with pytest.raises(InputError, match="num_dense_layers=30 exceeds num_hidden_layers=24"):
+        model_from_hf({**data, "num_dense_layers": 30})
+
+
 def test_notes_say_what_changes_no_shape():
     phi4 = load_hf_config(FIXTURES / "phi-4-mini-instruct.json")
     assert any("partial_rotary_factor=0.75" in n for n in phi4.notes)
@@ -169,7 +198,6 @@ def test_a_per_layer_head_count_is_an_error_naming_the_field():
     [
         ("zamba2", "shared attention blocks"),
         ("kimi_linear", "Kimi Delta Attention"),
-        ("lfm2_moe", "MoE"),
     ],
 )
 def test_families_not_yet_supported_list_the_supported_ones(model_type, why):

@@ -12,7 +12,8 @@ when it equals the `PretrainedConfig` default, which is true.
 
 Modules: `fields` (HFConfig, the typed field reader), `blocks` (operator blocks several families
 share), and the loaders by family: `transformers`, `ssm` (Mamba, Mamba2), `nemotron`
-(Nemotron-H, Nemotron-Flash), `hybrids` (Qwen3-Next, Falcon-H1, Bamba, Granite 4.0, Jamba).
+(Nemotron-H, Nemotron-Flash), `hybrids` (Qwen3-Next, Falcon-H1, Bamba, Granite 4.0, Jamba),
+`gemma` (Gemma 3), `lfm2` (LFM2, LFM2-MoE); `windows` reads sliding-window layouts.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from latprof.config_hf.hybrids import (
     jamba_layers,
     qwen3_next_layers,
 )
-from latprof.config_hf.lfm2 import lfm2_layers
+from latprof.config_hf.lfm2 import lfm2_layers, lfm2_moe_layers
 from latprof.config_hf.nemotron import nemotron_flash_layers, nemotron_h_layers
 from latprof.config_hf.ssm import mamba2_layers, mamba_layers
 from latprof.config_hf.transformers import TRANSFORMERS, transformer_layers
@@ -51,7 +52,6 @@ NOT_YET_SUPPORTED = {
     "weights per layer and has no shared-block operator",
     "kimi_linear": "Kimi Delta Attention (per-channel gated delta rule) and MLA full-attention "
     "layers: latprof has neither operator yet",
-    "lfm2_moe": "LFM2's MoE variant (expert-bias routing, dense first layers) is not mapped",
 }
 
 #: model_type -> loader returning the model's operator blocks in order
@@ -69,7 +69,11 @@ LOADERS: dict[str, Callable[[HFConfig], list[OpSpec]]] = {
     "jamba": jamba_layers,
     "gemma3_text": gemma3_layers,
     "lfm2": lfm2_layers,
+    "lfm2_moe": lfm2_moe_layers,
 }
+
+#: older spellings of `tie_word_embeddings` that a family's configuration class still reads
+TIE_ALIASES = {"lfm2": "tie_embedding", "lfm2_moe": "tie_embedding"}
 
 
 def load_hf_config(path: str | Path) -> ModelSpec:
@@ -108,7 +112,7 @@ def model_from_hf(data: Any, source: str = "<config.json>", name: str = "model")
             )
     cfg = HFConfig(data, source)
     layers = loader(cfg)
-    tied = data.get("tie_word_embeddings", True)
+    tied = data.get("tie_word_embeddings", data.get(TIE_ALIASES.get(model_type, ""), True))
     if not isinstance(tied, bool):
         raise cfg.error(f"tie_word_embeddings must be true or false, got {tied!r}")
     meta = cfg.int("num_memory_tokens", default=0, minimum=0)
