@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from latprof.config_hf import load_hf_config
+from latprof.config_hf import LOADERS, UNTIED_BY_DEFAULT, load_hf_config, model_from_hf
 
 HERE = Path(__file__).resolve().parent
 FIXTURE_DIRS = (
@@ -47,3 +47,24 @@ def test_param_count_equals_transformers_on_meta_device(path):
     if expected is None:
         pytest.skip(f"transformers has no model class for {data['model_type']!r}")
     assert load_hf_config(path).param_count() == expected
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=[p.name for p in FIXTURES])
+def test_a_missing_tie_word_embeddings_is_read_as_transformers_reads_it(path):
+    """Without the field, transformers takes its configuration class's default (false for most
+    families, true for a few); latprof must build the same model."""
+    data = json.loads(path.read_text())
+    data.pop("tie_word_embeddings", None)
+    data.pop("tie_embedding", None)
+    expected = transformers_param_count(data)
+    if expected is None:
+        pytest.skip(f"transformers has no model class for {data['model_type']!r}")
+    assert model_from_hf(data, source=path.name).param_count() == expected
+
+
+def test_every_family_transformers_unties_by_default_is_listed():
+    transformers = pytest.importorskip("transformers")
+    for model_type in LOADERS:
+        if model_type in transformers.CONFIG_MAPPING:
+            untied = not transformers.CONFIG_MAPPING[model_type]().tie_word_embeddings
+            assert untied == (model_type in UNTIED_BY_DEFAULT), model_type

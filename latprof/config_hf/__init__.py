@@ -7,8 +7,10 @@ published with the checkpoints).  Where a family has a detail latprof's operator
 (sliding windows, attention output gates, parallel mixers sharing one norm) the loader keeps the
 closest operator and records a note on the ModelSpec, which `latprof estimate` prints.
 
-A missing `tie_word_embeddings` means true: transformers leaves a value out of config.json only
-when it equals the `PretrainedConfig` default, which is true.
+A missing `tie_word_embeddings` takes the default of the family's transformers configuration
+class, as transformers reads it (`UNTIED_BY_DEFAULT`: false for Llama, Qwen, Falcon-H1 and most
+others; true for Gemma 3, LFM2, SmolLM3, Mamba): a trimmed or hand-written config.json then gets
+the model transformers would build from it.
 
 Modules: `fields` (HFConfig, the typed field reader), `blocks` (operator blocks several families
 share), and the loaders by family: `transformers`, `ssm` (Mamba, Mamba2), `nemotron`
@@ -74,6 +76,15 @@ LOADERS: dict[str, Callable[[HFConfig], list[OpSpec]]] = {
 
 #: older spellings of `tie_word_embeddings` that a family's configuration class still reads
 TIE_ALIASES = {"lfm2": "tie_embedding", "lfm2_moe": "tie_embedding"}
+#: families whose transformers configuration class defaults to tie_word_embeddings=false
+#: (transformers 5.24); the others (and Nemotron-Flash, whose class is NVIDIA's) default to true
+UNTIED_BY_DEFAULT = frozenset(
+    {
+        "bamba", "falcon_h1", "granite", "granitemoehybrid", "jamba", "llama", "mamba2",
+        "mistral", "mixtral", "nemotron_h", "olmo", "olmo2", "phi3", "qwen2", "qwen2_moe",
+        "qwen3", "qwen3_moe", "qwen3_next",
+    }
+)  # fmt: skip
 
 
 def load_hf_config(path: str | Path) -> ModelSpec:
@@ -112,7 +123,10 @@ def model_from_hf(data: Any, source: str = "<config.json>", name: str = "model")
             )
     cfg = HFConfig(data, source)
     layers = loader(cfg)
-    tied = data.get("tie_word_embeddings", data.get(TIE_ALIASES.get(model_type, ""), True))
+    tied = data.get(
+        "tie_word_embeddings",
+        data.get(TIE_ALIASES.get(model_type, ""), model_type not in UNTIED_BY_DEFAULT),
+    )
     if not isinstance(tied, bool):
         raise cfg.error(f"tie_word_embeddings must be true or false, got {tied!r}")
     meta = cfg.int("num_memory_tokens", default=0, minimum=0)
