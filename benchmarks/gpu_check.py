@@ -74,6 +74,7 @@ ops:
   deltanet: {}
   gated_deltanet: {}
   gla: {}
+  kda: {}
   embedding: {params: {vocab_size: [1024]}}
   lm_head: {params: {vocab_size: [1024]}}
 """

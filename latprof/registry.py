@@ -26,6 +26,7 @@ from latprof.specs.embedding import EmbeddingSpec, LMHeadSpec
 from latprof.specs.ffn import FFNSpec
 from latprof.specs.gated_deltanet import GatedDeltaNetSpec
 from latprof.specs.gla import GLASpec
+from latprof.specs.kda import KDASpec
 from latprof.specs.mamba import MambaSpec
 from latprof.specs.mamba2 import Mamba2Spec
 from latprof.specs.moe import MoESpec
@@ -157,6 +158,16 @@ OPERATORS: dict[str, Operator] = {
             _FLA_REFS,
         ),
         Operator("gla", GLASpec, "latprof.ops.gla:GLABlock", (TORCH, FLA), _FLA_REFS),
+        Operator(
+            "kda",
+            KDASpec,
+            "latprof.ops.kda:KDABlock",
+            (TORCH, FLA),
+            (
+                "fla-core's naive_recurrent_kda and naive_kda_gate (fla.ops.kda)",
+                "transformers' KimiLinearDeltaAttention (its PyTorch chunked and recurrent paths)",
+            ),
+        ),
         Operator(
             "short_conv",
             ShortConvSpec,

@@ -86,6 +86,21 @@ def check_steps_from_zero_state_equal_prefill(block, batch: int, seq: int) -> No
     assert step_state["recurrent"].abs().max() > 0  # the state did move
 
 
+def check_steps_from_random_state_equal_prefill(block, batch: int, seq: int) -> None:
+    """From the same random state (as after a prompt), `seq` decode steps give prefill's outputs
+    and leave its state."""
+    tol = LA_TOL[torch.float32]
+    gen = torch.Generator().manual_seed(seq)
+    step_state = random_state(block, batch, gen, scale=0.5)
+    prefill_state = clone_state(step_state)
+    x = block.example_sequence(batch, seq, gen)
+    stepped = run_steps(block, x, step_state)
+    prefilled = block.prefill(x, prefill_state)
+    assert torch.isfinite(prefilled).all()
+    torch.testing.assert_close(stepped, prefilled, **tol)
+    assert_states_close(step_state, prefill_state, tol)
+
+
 def check_prefill_continues_from_state(block) -> None:
     """Prefill of 2 then 9 tokens equals prefill of the 11 at once, outputs and state."""
     tol = LA_TOL[torch.float32]

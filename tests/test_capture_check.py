@@ -23,6 +23,7 @@ SMALL = {
     "deltanet": dict(heads=2, head_dim=32),
     "gated_deltanet": dict(heads=2, head_dim=32),
     "gla": dict(heads=2, head_dim=32),
+    "kda": dict(heads=2, head_dim=32),
     "embedding": dict(vocab_size=97),
     "lm_head": dict(vocab_size=97),
 }
@@ -67,6 +68,7 @@ def _hybrid(moe: bool) -> ModelSpec:
         _spec("deltanet"),
         _spec("gated_deltanet"),
         _spec("gla"),
+        _spec("kda"),
     ] + ([_spec("moe")] if moe else [])
     return ModelSpec("tiny-hybrid", WIDTH, 97, tuple(layers), meta_tokens=2)
 

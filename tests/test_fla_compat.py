@@ -17,9 +17,14 @@ def _kernels(**replace):
 
     def ok_gla(q, k, v, gk=None, scale=None, initial_state=None, output_final_state=False): ...
 
+    def ok_kda(q, k, v, g, beta, A_log=None, dt_bias=None, scale=None, initial_state=None,
+               output_final_state=False, use_qk_l2norm_in_kernel=False, use_gate_in_kernel=False,
+               use_beta_sigmoid_in_kernel=False, **kwargs): ...  # fmt: skip
+
     def ok_conv(x, cache, residual=None, weight=None, bias=None, activation=None): ...
 
-    fns = dict(delta_rule=ok_delta, gated_delta_rule=old_gated, gla=ok_gla, conv_update=ok_conv)
+    fns = dict(delta_rule=ok_delta, gated_delta_rule=old_gated, gla=ok_gla, kda=ok_kda,
+               conv_update=ok_conv)  # fmt: skip
     fns.update(replace)
     return fla_compat.FlaKernels(**fns)
 

@@ -47,6 +47,8 @@ REQUIRED_KWARGS = {
                          "use_qk_l2norm_in_kernel", "use_gate_in_kernel", "A_log", "dt_bias",
                          "use_beta_sigmoid_in_kernel"),
     "gla": ("gk", "scale", "initial_state", "output_final_state"),
+    "kda": ("g", "beta", "A_log", "dt_bias", "scale", "initial_state", "output_final_state",
+            "use_qk_l2norm_in_kernel", "use_gate_in_kernel", "use_beta_sigmoid_in_kernel"),
     "conv_update": ("weight", "activation"),
 }  # fmt: skip
 
@@ -86,6 +88,8 @@ class FlaKernels:
     gated_delta_rule: Callable
     #: fla.ops.gla.fused_recurrent_gla
     gla: Callable
+    #: fla.ops.kda.fused_recurrent_kda (Kimi Delta Attention)
+    kda: Callable
     #: fla.modules.causal_conv1d.causal_conv1d_update (in place on its (batch, dim, width) cache)
     conv_update: Callable
 
@@ -99,11 +103,13 @@ def fla_kernels() -> FlaKernels:
     from fla.ops.delta_rule import fused_recurrent_delta_rule
     from fla.ops.gated_delta_rule import fused_recurrent_gated_delta_rule
     from fla.ops.gla import fused_recurrent_gla
+    from fla.ops.kda import fused_recurrent_kda
 
     kernels = FlaKernels(
         delta_rule=fused_recurrent_delta_rule,
         gated_delta_rule=fused_recurrent_gated_delta_rule,
         gla=fused_recurrent_gla,
+        kda=fused_recurrent_kda,
         conv_update=causal_conv1d_update,
     )
     check_signatures(kernels, _installed_version())

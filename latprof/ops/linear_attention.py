@@ -1,7 +1,7 @@
-"""PyTorch pieces shared by the linear-attention blocks (DeltaNet, Gated DeltaNet, GLA): the
-short causal convolution (one decode step and a whole sequence), L2 normalisation, the gated
+"""PyTorch pieces shared by the linear-attention blocks (DeltaNet, Gated DeltaNet, GLA, KDA):
+the short causal convolution (one decode step and a whole sequence), L2 normalisation, the gated
 RMSNorm of the output, the recurrences themselves, one token at a time, and
-`LinearAttentionBlock`, the base of the three blocks (backends, pre-norm, conv step, output).
+`LinearAttentionBlock`, the base of the blocks (backends, pre-norm, conv step, output).
 
 These are the references the fla kernels are tested against.  Every recurrence keeps its state
 and arithmetic in float32 whatever the dtype of its inputs; a block stores the state in its own
@@ -14,7 +14,7 @@ oldest first, `(batch, channels, d_conv)` (fla's `causal_conv1d_update` cache la
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,9 @@ from latprof.specs import OpSpec
 
 #: added under the square root of every L2 norm, as fla does (`l2norm_fwd`, in-kernel L2 norm)
 L2_EPS = 1e-6
+#: activations of the output gate, by the names fla's `FusedRMSNormGated` uses: swish for
+#: DeltaNet-style blocks, sigmoid for KDA (transformers' `KimiLinearRMSNormGated`)
+GATE_ACTIVATIONS = {"silu": F.silu, "sigmoid": torch.sigmoid}
 
 
 # ---- short causal convolution --------------------------------------------------------------
@@ -70,20 +73,25 @@ def l2_normalize(x: torch.Tensor, eps: float = L2_EPS) -> torch.Tensor:
 
 
 def head_rms_norm(
-    o: torch.Tensor, weight: torch.Tensor, gate: torch.Tensor | None = None, eps: float = 1e-6
+    o: torch.Tensor,
+    weight: torch.Tensor,
+    gate: torch.Tensor | None = None,
+    eps: float = 1e-6,
+    activation: str = "silu",
 ) -> torch.Tensor:
     """RMSNorm of every head's output (one weight shared by all heads), optionally times
-    silu(gate): fla's `RMSNorm` / `FusedRMSNormGated` with swish activation.
+    activation(gate): fla's `RMSNorm` / `FusedRMSNormGated` (swish or sigmoid activation).
 
     o: (..., heads, head_v_dim)
     weight: (head_v_dim,)
     gate: (..., heads, head_v_dim) or None
+    activation: a key of GATE_ACTIVATIONS
     returns o's shape and dtype; computed in float32.
     """
     o32 = o.float()
     y = o32 * torch.rsqrt(o32.pow(2).mean(-1, keepdim=True) + eps) * weight.float()
     if gate is not None:
-        y = y * F.silu(gate.float())
+        y = y * GATE_ACTIVATIONS[activation](gate.float())
     return y.to(o.dtype)
 
 
@@ -200,10 +208,11 @@ def gla_recurrence(
 
 # ---- the blocks' common part ---------------------------------------------------------------
 class LinearAttentionBlock(Block):
-    """Base of the DeltaNet, Gated DeltaNet and GLA blocks: the "torch" and "fla" backends, the
-    pre-RMSNorm weight `norm`, the query scale head_dim^-0.5 (as fla's kernels apply by default),
-    the short-conv decode step on either backend, and the output (RMSNorm per head, optionally
-    gated by silu(gate), then the out-projection `w_out`).  A subclass sets `o_norm` and `w_out`.
+    """Base of the DeltaNet, Gated DeltaNet, GLA and KDA blocks: the "torch" and "fla" backends,
+    the pre-RMSNorm weight `norm`, the query scale head_dim^-0.5 (as fla's kernels apply by
+    default), the short-conv decode step on either backend, and the output (RMSNorm per head,
+    optionally times `gate_activation`(gate), then the out-projection `w_out`).  A subclass sets
+    `o_norm` and `w_out`.
 
     Backends of the decode step: "torch" runs the references of this module; "fla" runs fla's
     `causal_conv1d_update` and fused recurrent kernels (`latprof.ops.fla_compat`), the final state
@@ -214,6 +223,9 @@ class LinearAttentionBlock(Block):
     whole sequence in `prefill`).
     """
 
+    #: the output gate's activation (a key of GATE_ACTIVATIONS)
+    gate_activation: ClassVar[str] = "silu"
+
     def __init__(self, spec: OpSpec, **block_args: Any) -> None:
         """`block_args`: those of `Block` (backend, device, dtype, seed)."""
         super().__init__(spec, **block_args)
@@ -222,7 +234,8 @@ class LinearAttentionBlock(Block):
         self._fla = fla_kernels() if self.backend == "fla" else None
 
     def _conv_step(self, qkv: torch.Tensor, state: State) -> torch.Tensor:
-        """One step of the short conv + SiLU on this block's backend (DeltaNet, Gated DeltaNet).
+        """One step of the short conv + SiLU on this block's backend (DeltaNet, Gated DeltaNet,
+        KDA).
 
         qkv: (batch, conv_channels) the projected q, k and v
         state: the block's state; its "conv" (batch, conv_channels, d_conv) is updated in place
@@ -236,7 +249,7 @@ class LinearAttentionBlock(Block):
         return out
 
     def _split_heads(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The conv output of DeltaNet and Gated DeltaNet, by head.
+        """The conv output of DeltaNet, Gated DeltaNet and KDA, by head.
 
         qkv: (..., 2 key_dim + value_dim) -> q, k: (..., heads, head_dim), v: (..., heads,
         value_dim / heads), views of `qkv`."""
@@ -249,8 +262,8 @@ class LinearAttentionBlock(Block):
 
     def _output(self, o: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
         """o: (..., heads, head_v_dim), gate: (..., heads * head_v_dim) or None -> (..., width):
-        per-head RMSNorm (times silu(gate) where given), out-projection."""
+        per-head RMSNorm (times gate_activation(gate) where given), out-projection."""
         if gate is not None:
             gate = gate.unflatten(-1, (o.shape[-2], -1))  # (..., heads, head_v_dim)
-        o = head_rms_norm(o, self.o_norm, gate)
+        o = head_rms_norm(o, self.o_norm, gate, activation=self.gate_activation)
         return F.linear(o.flatten(-2), self.w_out)
