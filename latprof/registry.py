@@ -28,6 +28,7 @@ from latprof.specs.gated_deltanet import GatedDeltaNetSpec
 from latprof.specs.gla import GLASpec
 from latprof.specs.mamba import MambaSpec
 from latprof.specs.mamba2 import Mamba2Spec
+from latprof.specs.mla import MLASpec
 from latprof.specs.moe import MoESpec
 from latprof.specs.short_conv import ShortConvSpec
 
@@ -163,6 +164,16 @@ OPERATORS: dict[str, Operator] = {
             "latprof.ops.short_conv:ShortConvBlock",
             (TORCH, FLA),
             ("fla-core's causal_conv1d_update (no activation)", "torch.nn.functional.conv1d"),
+        ),
+        Operator(
+            "mla",
+            MLASpec,
+            "latprof.ops.mla:MLABlock",
+            (TORCH, SDPA),
+            (
+                "its own naive (expanded k / v) prefill",
+                "transformers' DeepseekV3Attention (rope) and KimiLinearAttention (NoPE)",
+            ),
         ),
         Operator(
             "embedding",
