@@ -15,20 +15,23 @@ With rope=False (Kimi Linear's mla_use_nope) nothing is rotated.
 
 Decode cache: `latent` (batch, max_context, kv_lora_rank + qk_rope_head_dim), each row
 [c_kv, k_rope] of one position (k_rope rotated where rope=True): 576 values per token and layer
-at DeepSeek's sizes, against 2 x heads x 128 for per-head keys and values.
+at DeepSeek's sizes, where expanded per-head keys and values would take heads x (nope + rope + v)
+= 5120 at DeepSeek-V2-Lite's 16 heads.
 
 The decode step ("torch", the reference) is the weight-absorbed form serving engines run for MLA
 decode (vLLM's MLA backend, vllm/v1/attention/backends/mla/common.py, its "data-movement
-friendly" path; FlashMLA's decode kernel takes the same 576-wide key and 512-wide value): the
-k-part of kv_b_proj, W_UK (heads, nope, kv_lora_rank), takes q_nope into the latent space, so the
-scores are q_latent . c_kv + q_rope . k_rope, computed as one query of size kv_lora_rank + rope
-per head against the cached rows -- multi-query attention with one shared KV head whose value is
-c_kv; the v-part W_UV (heads, v, kv_lora_rank) then maps the weighted sum of c_kv to v_head_dim
-per head.  The step reads the latent cache only, never per-head keys or values.  W_UK and W_UV
-are views of kv_b_proj (no second copy of the weights).
-- "torch": explicit matmuls, scores and softmax in float32;
+friendly" path; FlashMLA's `flash_mla_with_kvcache` likewise reads 576-wide cache rows and
+returns dv = 512 values per head).  The k-part of kv_b_proj, W_UK (heads, nope, kv_lora_rank),
+takes q_nope into the latent space, so the scores q_latent . c_kv + q_rope . k_rope are one
+query of size kv_lora_rank + rope per head against the cached rows: multi-query attention with
+one shared KV head whose value is c_kv.  The v-part, W_UV (heads, v, kv_lora_rank), then maps the
+weighted sum of c_kv to v_head_dim per head.  The step reads the latent cache only, never
+per-head keys or values; W_UK and W_UV are views of kv_b_proj (no second copy of the weights).
+- "torch": explicit matmuls, scores and softmax in float32, the cache read in place;
 - "sdpa": `torch.nn.functional.scaled_dot_product_attention` with the heads as the queries of
-  that single KV head (key = the whole latent row, value = its c_kv part): the same sum.
+  that single KV head, key and value the whole latent row (the output's rope columns dropped):
+  the same sum, by a fused kernel where torch has one for that head size.
+With positions in a device tensor both attend over the whole static cache, masked (see `step`).
 `prefill` is the naive form: k_nope and v expanded per head through kv_b_proj and causal
 attention over the sequence, so the step-equals-prefill tests compare absorbed against naive.
 """
@@ -76,16 +79,17 @@ def mla_decode_sdpa(
     visible: torch.Tensor | None,
 ) -> torch.Tensor:
     """Same contract as `mla_decode_ref`, through `scaled_dot_product_attention`: one KV head
-    (key = the latent row, value = its c_kv part) whose `heads` queries are the heads."""
+    whose `heads` queries are the heads.  Key and value are both the whole latent row, so that
+    torch's fused kernels, which want equal key and value sizes, can take it (with a value of
+    c_kv alone it runs its math path); the rope columns of the output are dropped, which costs
+    rope / kv_lora_rank more multiply-adds in the weighted sum and no extra bytes."""
     if visible is not None:
         # an additive mask does not cancel a NaN score: zero the rows past each position first
         latent = torch.where(visible[..., None], latent, 0.0)
     mask = None if visible is None else visible[:, None, None, :]  # (batch, 1, 1, ctx)
     kv = latent.unsqueeze(1)  # (batch, 1, ctx, kv_lora_rank + rope)
-    out = F.scaled_dot_product_attention(
-        query.unsqueeze(1), kv, kv[..., :kv_lora_rank], attn_mask=mask, scale=scale
-    )  # (batch, 1, heads, kv_lora_rank)
-    return out.squeeze(1)
+    out = F.scaled_dot_product_attention(query.unsqueeze(1), kv, kv, attn_mask=mask, scale=scale)
+    return out.squeeze(1)[..., :kv_lora_rank]  # (batch, heads, kv_lora_rank)
 
 
 class MLABlock(Block):
