@@ -29,6 +29,7 @@ from latprof.specs.gla import GLASpec
 from latprof.specs.kda import KDASpec
 from latprof.specs.mamba import MambaSpec
 from latprof.specs.mamba2 import Mamba2Spec
+from latprof.specs.mla import MLASpec
 from latprof.specs.moe import MoESpec
 from latprof.specs.short_conv import ShortConvSpec
 
@@ -174,6 +175,16 @@ OPERATORS: dict[str, Operator] = {
             "latprof.ops.short_conv:ShortConvBlock",
             (TORCH, FLA),
             ("fla-core's causal_conv1d_update (no activation)", "torch.nn.functional.conv1d"),
+        ),
+        Operator(
+            "mla",
+            MLASpec,
+            "latprof.ops.mla:MLABlock",
+            (TORCH, SDPA),
+            (
+                "its own naive (expanded k / v) prefill",
+                "transformers' DeepseekV3Attention (rope) and KimiLinearAttention (NoPE)",
+            ),
         ),
         Operator(
             "embedding",

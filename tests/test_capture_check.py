@@ -19,6 +19,14 @@ SMALL = {
     # a window shorter than the checked context: the ring buffer wraps during the check
     "attention_window": dict(heads=4, kv_heads=2, head_dim=16, window=4),
     "moe": dict(experts=4, top_k=2),
+    "mla": dict(
+        heads=2,
+        q_lora_rank=24,
+        kv_lora_rank=32,
+        qk_nope_head_dim=16,
+        qk_rope_head_dim=8,
+        v_head_dim=16,
+    ),
     "mamba2": dict(head_dim=16, d_state=16),
     "deltanet": dict(heads=2, head_dim=32),
     "gated_deltanet": dict(heads=2, head_dim=32),
@@ -69,6 +77,7 @@ def _hybrid(moe: bool) -> ModelSpec:
         _spec("gated_deltanet"),
         _spec("gla"),
         _spec("kda"),
+        _spec("mla"),
     ] + ([_spec("moe")] if moe else [])
     return ModelSpec("tiny-hybrid", WIDTH, 97, tuple(layers), meta_tokens=2)
 
