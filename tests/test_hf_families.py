@@ -36,6 +36,7 @@ FAMILIES = {
     "granite-4.0-h-micro.json": ("granitemoehybrid", 3_191_396_096),
     "granite-4.0-h-tiny.json": ("granitemoehybrid", 6_939_037_248),
     "jamba-v0.1.json": ("jamba", 51_570_323_328),
+    "kimi-linear-48b-a3b.json": ("kimi_linear", 49_122_675_072),
     "mistral-7b-v0.1.json": ("mistral", 7_241_732_096),
     "nemotron-3-nano-30b-a3b.json": ("nemotron_h", 31_577_937_344),
 }
@@ -167,6 +168,49 @@ def test_lfm2_moe_with_more_dense_layers_than_layers_is_an_error():
         model_from_hf({**data, "num_dense_layers": 30})
 
 
+def test_kimi_linear_numbers_its_full_attention_layers_from_one():
+    model = load_hf_config(FIXTURES / "kimi-linear-48b-a3b.json")
+    mixers, mlps = model.layers[0::2], model.layers[1::2]
+    assert [i for i, s in enumerate(mixers) if s.op == "mla"] == [3, 7, 11, 15, 19, 23, 26]
+    kda, mla = mixers[0], mixers[3]
+    assert (kda.op, kda.heads, kda.head_dim, kda.d_conv, kda.gate_rank) == ("kda", 32, 128, 4, 128)
+    assert (mla.heads, mla.q_lora_rank, mla.kv_lora_rank, mla.rope) == (32, 0, 512, False)
+    assert (mla.qk_nope_head_dim, mla.qk_rope_head_dim, mla.v_head_dim) == (128, 64, 128)
+    assert (mlps[0].op, mlps[0].ffn_dim) == ("ffn", 9216)  # first_k_dense_replace 1
+    moe = mlps[1]
+    assert (moe.experts, moe.top_k, moe.expert_dim, moe.shared_expert_dim) == (256, 8, 1024, 1024)
+    assert not model.tied_embeddings
+    state = memory_report(model, batch=1, context=8000, dtype="bf16")
+    assert state.kv_cache == 7 * 8000 * (512 + 64) * 2  # one latent row per token and MLA layer
+    assert state.recurrent == 20 * 32 * 128 * 128 * 2
+    assert state.conv == 20 * 3 * 32 * 128 * 4 * 2
+
+
+def test_kimi_linear_layer_lists_must_number_every_layer_once():
+    data = json.loads((FIXTURES / "kimi-linear-48b-a3b.json").read_text())
+    data["linear_attn_config"] = {**data["linear_attn_config"], "full_attn_layers": [0, 4]}
+    with pytest.raises(InputError, match="number every layer 1..27 exactly once"):
+        model_from_hf(data)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("mla_use_output_gate", True),
+        ("routed_expert_hidden_size", 1152),
+        ("attn_res_block_size", 12),
+        ("hidden_act", "situ"),
+        ("moe_layer_freq", 2),
+        ("attention_bias", True),
+        ("tie_word_embeddings", True),  # transformers' Kimi Linear never ties its LM head
+    ],
+)
+def test_kimi_k3_structure_latprof_does_not_model_is_an_error_naming_the_field(field, value):
+    data = json.loads((FIXTURES / "kimi-linear-48b-a3b.json").read_text())
+    with pytest.raises(InputError, match=field):
+        model_from_hf({**data, field: value})
+
+
 def test_notes_say_what_changes_no_shape():
     phi4 = load_hf_config(FIXTURES / "phi-4-mini-instruct.json")
     assert any("partial_rotary_factor=0.75" in n for n in phi4.notes)
@@ -197,7 +241,6 @@ def test_a_per_layer_head_count_is_an_error_naming_the_field():
     ("model_type", "why"),
     [
         ("zamba2", "shared attention blocks"),
-        ("kimi_linear", "Kimi Delta Attention"),
     ],
 )
 def test_families_not_yet_supported_list_the_supported_ones(model_type, why):

@@ -32,12 +32,34 @@ def transformers_param_count(data: dict) -> int | None:
     mapping = transformers.CONFIG_MAPPING
     if data["model_type"] not in mapping:
         return None
-    config = mapping[data["model_type"]](**{k: v for k, v in data.items() if k != "model_type"})
+    fields = {k: v for k, v in data.items() if k != "model_type"}
+    if data["model_type"] == "kimi_linear":
+        fields = kimi_linear_fields(fields)
+    config = mapping[data["model_type"]](**fields)
     with warnings.catch_warnings(), torch.device("meta"):
         warnings.simplefilter("ignore")
         model = transformers.AutoModelForCausalLM.from_config(config)
     # parameters() yields a tied embedding / LM head weight once, as latprof counts it
     return sum(p.numel() for p in model.parameters())
+
+
+def kimi_linear_fields(fields: dict) -> dict:
+    """transformers 5.24's KimiLinearConfig never reads `linear_attn_config` (its __post_init__
+    looks the sub-dict up among keyword arguments it is not given) and falls back to its default
+    layout and KDA sizes.  The checkpoints number their layers from 1 there; hand transformers
+    the same layout and sizes as explicit fields, so that the peer builds the published model."""
+    sub = fields.get("linear_attn_config") or {}
+    if "layer_types" not in fields and "full_attn_layers" in sub:
+        n = fields["num_hidden_layers"]
+        full = set(sub["full_attn_layers"])
+        fields["layer_types"] = [
+            "full_attention" if i + 1 in full else "linear_attention" for i in range(n)
+        ]
+    for key, field in (("head_dim", "linear_head_dim"), ("num_heads", "linear_num_heads"),
+                       ("short_conv_kernel_size", "linear_conv_kernel_dim")):  # fmt: skip
+        if key in sub:
+            fields.setdefault(field, sub[key])
+    return fields
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=[p.name for p in FIXTURES])
@@ -68,3 +90,32 @@ def test_every_family_transformers_unties_by_default_is_listed():
         if model_type in transformers.CONFIG_MAPPING:
             untied = not transformers.CONFIG_MAPPING[model_type]().tie_word_embeddings
             assert untied == (model_type in UNTIED_BY_DEFAULT), model_type
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        # no linear_attn_config: transformers' default layout; compressed queries, 2 shared experts
+        {"q_lora_rank": 96, "num_shared_experts": 2, "first_k_dense_replace": 2},
+        # explicit layer_types, KDA sizes at the top level as transformers writes them
+        {
+            "layer_types": ["linear_attention", "full_attention"] * 3,
+            "linear_num_heads": 3,
+            "linear_head_dim": 40,
+            "linear_conv_kernel_dim": 3,
+        },
+    ],
+    ids=["q-lora", "explicit-layer-types"],
+)
+def test_synthetic_kimi_linear_equals_transformers(fields):
+    data = {
+        "model_type": "kimi_linear", "hidden_size": 192, "num_hidden_layers": 6,
+        "vocab_size": 1000, "pad_token_id": 0, "num_attention_heads": 4, "kv_lora_rank": 48,
+        "qk_nope_head_dim": 32, "qk_rope_head_dim": 16, "v_head_dim": 24, "num_experts": 8,
+        "num_experts_per_token": 2, "moe_intermediate_size": 64, "intermediate_size": 320,
+        **fields,
+    }  # fmt: skip
+    expected = transformers_param_count(data)
+    if expected is None:
+        pytest.skip("this transformers has no kimi_linear")
+    assert model_from_hf(data).param_count() == expected

@@ -24,9 +24,10 @@ def load(name: str):
 
 def kv_formula(model, batch: int, context: int, nbytes: int) -> int:
     """2 x attention layers x kv_heads x head_dim x (context + meta) x bytes x batch, with a
-    sliding-window layer's positions capped at its window."""
+    sliding-window layer's positions capped at its window; an MLA layer caches one latent row
+    of kv_lora_rank + qk_rope_head_dim per position instead."""
     positions = context + model.meta_tokens
-    return sum(
+    kv = sum(
         2
         * s.kv_heads
         * s.head_dim
@@ -36,6 +37,12 @@ def kv_formula(model, batch: int, context: int, nbytes: int) -> int:
         for s in model.layers
         if s.op in ("attention", "attention_window")
     )
+    latent = sum(
+        (s.kv_lora_rank + s.qk_rope_head_dim) * positions * nbytes * batch
+        for s in model.layers
+        if s.op == "mla"
+    )
+    return kv + latent
 
 
 def test_llama_3_2_1b_kv_cache_is_262_144_000_bytes():

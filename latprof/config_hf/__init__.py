@@ -15,7 +15,8 @@ the model transformers would build from it.
 Modules: `fields` (HFConfig, the typed field reader), `blocks` (operator blocks several families
 share), and the loaders by family: `transformers`, `ssm` (Mamba, Mamba2), `nemotron`
 (Nemotron-H, Nemotron-Flash), `hybrids` (Qwen3-Next, Falcon-H1, Bamba, Granite 4.0, Jamba),
-`gemma` (Gemma 3), `lfm2` (LFM2, LFM2-MoE); `windows` reads sliding-window layouts.
+`gemma` (Gemma 3), `lfm2` (LFM2, LFM2-MoE), `kimi` (Kimi Linear); `windows` reads
+sliding-window layouts.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from latprof.config_hf.hybrids import (
     jamba_layers,
     qwen3_next_layers,
 )
+from latprof.config_hf.kimi import kimi_linear_layers
 from latprof.config_hf.lfm2 import lfm2_layers, lfm2_moe_layers
 from latprof.config_hf.nemotron import nemotron_flash_layers, nemotron_h_layers
 from latprof.config_hf.ssm import mamba2_layers, mamba_layers
@@ -52,8 +54,6 @@ NOT_YET_SUPPORTED = {
     "zamba2": "shared attention blocks reused every few layers, with per-use LoRA adapters, "
     "on the concatenation of the hidden state and the embedding: latprof counts one set of "
     "weights per layer and has no shared-block operator",
-    "kimi_linear": "Kimi Delta Attention (per-channel gated delta rule) and MLA full-attention "
-    "layers: latprof has neither operator yet",
 }
 
 #: model_type -> loader returning the model's operator blocks in order
@@ -72,6 +72,7 @@ LOADERS: dict[str, Callable[[HFConfig], list[OpSpec]]] = {
     "gemma3_text": gemma3_layers,
     "lfm2": lfm2_layers,
     "lfm2_moe": lfm2_moe_layers,
+    "kimi_linear": kimi_linear_layers,
 }
 
 #: older spellings of `tie_word_embeddings` that a family's configuration class still reads
@@ -80,7 +81,8 @@ TIE_ALIASES = {"lfm2": "tie_embedding", "lfm2_moe": "tie_embedding"}
 #: (transformers 5.24); the others (and Nemotron-Flash, whose class is NVIDIA's) default to true
 UNTIED_BY_DEFAULT = frozenset(
     {
-        "bamba", "falcon_h1", "granite", "granitemoehybrid", "jamba", "llama", "mamba2",
+        "bamba", "falcon_h1", "granite", "granitemoehybrid", "jamba", "kimi_linear", "llama",
+        "mamba2",
         "mistral", "mixtral", "nemotron_h", "olmo", "olmo2", "phi3", "qwen2", "qwen2_moe",
         "qwen3", "qwen3_moe", "qwen3_next",
     }
