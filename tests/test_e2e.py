@@ -26,6 +26,27 @@ def _hybrid(meta_tokens: int = 0, tied: bool = True) -> ModelSpec:
         build_spec("gated_deltanet", WIDTH, heads=2, head_dim=64),
         build_spec("gla", WIDTH, heads=2, head_dim=64),
         build_spec("attention", WIDTH, heads=2, kv_heads=1, head_dim=64),
+        build_spec("kda", WIDTH, heads=3, head_dim=24, gate_rank=8),
+        build_spec(
+            "mla",
+            WIDTH,
+            heads=2,
+            kv_lora_rank=48,
+            qk_nope_head_dim=24,
+            qk_rope_head_dim=8,
+            v_head_dim=20,
+            rope=False,
+        ),  # fmt: skip
+        build_spec(
+            "mla",
+            WIDTH,
+            heads=3,
+            q_lora_rank=40,
+            kv_lora_rank=32,
+            qk_nope_head_dim=16,
+            qk_rope_head_dim=16,
+            v_head_dim=24,
+        ),  # fmt: skip
     ]
     return ModelSpec(
         "tiny-hybrid", WIDTH, 97, tuple(ops), tied_embeddings=tied, meta_tokens=meta_tokens
