@@ -29,6 +29,7 @@ from latprof.specs.gla import GLASpec
 from latprof.specs.mamba import MambaSpec
 from latprof.specs.mamba2 import Mamba2Spec
 from latprof.specs.moe import MoESpec
+from latprof.specs.shared_attention import SharedAttentionSpec
 from latprof.specs.short_conv import ShortConvSpec
 
 #: the backend every block's `prefill` runs (the PyTorch path; the backends are decode steps):
@@ -163,6 +164,13 @@ OPERATORS: dict[str, Operator] = {
             "latprof.ops.short_conv:ShortConvBlock",
             (TORCH, FLA),
             ("fla-core's causal_conv1d_update (no activation)", "torch.nn.functional.conv1d"),
+        ),
+        Operator(
+            "shared_attention",
+            SharedAttentionSpec,
+            "latprof.ops.shared_attention:SharedAttentionBlock",
+            (TORCH, SDPA),
+            ("transformers' Zamba2AttentionDecoderLayer + Zamba2HybridLayer.linear (eager)",),
         ),
         Operator(
             "embedding",
