@@ -12,7 +12,9 @@ when it equals the `PretrainedConfig` default, which is true.
 
 Modules: `fields` (HFConfig, the typed field reader), `blocks` (operator blocks several families
 share), and the loaders by family: `transformers`, `ssm` (Mamba, Mamba2), `nemotron`
-(Nemotron-H, Nemotron-Flash), `hybrids` (Qwen3-Next, Falcon-H1, Bamba, Granite 4.0, Jamba).
+(Nemotron-H, Nemotron-Flash), `hybrids` (Qwen3-Next, Falcon-H1, Bamba, Granite 4.0, Jamba),
+`gemma`, `lfm2`, and `zamba2` (Mamba2 with shared attention blocks, whose weight ties the
+loader records).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from latprof.config_hf.lfm2 import lfm2_layers
 from latprof.config_hf.nemotron import nemotron_flash_layers, nemotron_h_layers
 from latprof.config_hf.ssm import mamba2_layers, mamba_layers
 from latprof.config_hf.transformers import TRANSFORMERS, transformer_layers
+from latprof.config_hf.zamba2 import zamba2_layers
 from latprof.errors import InputError
 from latprof.model_spec import ModelSpec
 from latprof.specs import OpSpec
@@ -46,9 +49,6 @@ NONPARAMETRIC_NORMS = frozenset({"olmo"})
 
 #: published families latprof does not load yet, and what it lacks for them
 NOT_YET_SUPPORTED = {
-    "zamba2": "shared attention blocks reused every few layers, with per-use LoRA adapters, "
-    "on the concatenation of the hidden state and the embedding: latprof counts one set of "
-    "weights per layer and has no shared-block operator",
     "kimi_linear": "Kimi Delta Attention (per-channel gated delta rule) and MLA full-attention "
     "layers: latprof has neither operator yet",
     "lfm2_moe": "LFM2's MoE variant (expert-bias routing, dense first layers) is not mapped",
@@ -69,6 +69,7 @@ LOADERS: dict[str, Callable[[HFConfig], list[OpSpec]]] = {
     "jamba": jamba_layers,
     "gemma3_text": gemma3_layers,
     "lfm2": lfm2_layers,
+    "zamba2": zamba2_layers,
 }
 
 
@@ -112,6 +113,9 @@ def model_from_hf(data: Any, source: str = "<config.json>", name: str = "model")
     if not isinstance(tied, bool):
         raise cfg.error(f"tie_word_embeddings must be true or false, got {tied!r}")
     meta = cfg.int("num_memory_tokens", default=0, minimum=0)
+    max_positions = cfg.max_positions
+    if max_positions is None and data.get("max_position_embeddings") is not None:
+        max_positions = cfg.int("max_position_embeddings", minimum=1)
     return ModelSpec(
         name=name,
         width=cfg.int("hidden_size"),
@@ -122,9 +126,6 @@ def model_from_hf(data: Any, source: str = "<config.json>", name: str = "model")
         source=source,
         notes=tuple(cfg.notes),
         norm_weights=cfg.model_type not in NONPARAMETRIC_NORMS,
-        max_positions=(
-            cfg.int("max_position_embeddings", minimum=1)
-            if data.get("max_position_embeddings") is not None
-            else None
-        ),
+        max_positions=max_positions,
+        weight_ties=tuple(cfg.weight_ties),
     )
