@@ -191,6 +191,9 @@ def check_operator(
     x = block.example_input(batch, gen)
     pos = torch.full((batch,), context, dtype=torch.int32, device=device) if tensor_pos else context
     label = f"{spec.key} {backend} b={batch} ctx={context} pos={'tensor' if tensor_pos else 'int'}"
+    if spec.reads_embedding:  # shared attention: the embedding output beside x
+        e = block.example_input(batch, gen)
+        return check_step(label, lambda: block.step(x, state, pos, e), [state])
     return check_step(label, lambda: block.step(x, state, pos), [state])
 
 

@@ -16,6 +16,8 @@ blocks:                     # optional: named layer variants, usable like operat
 pattern: "deltanet ffn (mamba2 ffn)*2 attention wide_ffn"
 # or, instead of pattern, one entry per layer:
 # layers: [attention, {op: ffn, ffn_dim: 4096}, wide_ffn]
+weight_ties: [[12, 5], [19, 5]]   # optional: [layer, owner] pairs, layers counted from 0 in
+                                  # the expanded list: layer reuses owner's shared weights
 ```
 
 Pattern syntax: names separated by spaces (an operator or a block name); `(...)` groups;
@@ -52,6 +54,7 @@ TOP_LEVEL_KEYS = (
     "description",
     "max_positions",
     "norm_weights",
+    "weight_ties",
 )
 #: more layers than this is a typo in a repetition count, not a model
 MAX_LAYERS = inputs.MAX_LAYERS
@@ -186,17 +189,51 @@ def model_from_dict(data: dict, source: str = "<config>", default_name: str = "m
         raise InputError(
             f"{_where(source, data, 'norm_weights')}: norm_weights must be true or false"
         )
-    return ModelSpec(
-        name,
-        width,
-        vocab_size,
-        layers,
-        tied,
-        meta_tokens,
-        source,
-        max_positions=max_positions,
-        norm_weights=norm_weights,
-    )
+    ties = _weight_ties(data.get("weight_ties"), source, data)
+    try:
+        return ModelSpec(
+            name,
+            width,
+            vocab_size,
+            layers,
+            tied,
+            meta_tokens,
+            source,
+            max_positions=max_positions,
+            norm_weights=norm_weights,
+            weight_ties=ties,
+        )
+    except InputError as exc:
+        if not ties:
+            raise
+        raise InputError(f"{_where(source, data, 'weight_ties')}: {exc}") from None
+
+
+def _weight_ties(raw: Any, source: str, parent: dict) -> tuple[tuple[int, int], ...]:
+    """`weight_ties: [[layer, owner], ...]` -> ((layer, owner), ...); the ModelSpec checks the
+    indices against the layers."""
+    if raw is None:
+        return ()
+    where = _where(source, parent, "weight_ties")
+    if not isinstance(raw, list):
+        raise InputError(
+            f"{where}: weight_ties must be a list of [layer, owner] pairs, e.g. [[12, 5]]"
+        )
+    if len(raw) > MAX_LAYERS:
+        raise InputError(f"{where}: {len(raw)} weight_ties is more than the limit of {MAX_LAYERS}")
+    ties = []
+    for i, pair in enumerate(raw):
+        if (
+            not isinstance(pair, list)
+            or len(pair) != 2
+            or any(isinstance(v, bool) or not isinstance(v, int) for v in pair)
+        ):
+            raise InputError(
+                f"{_where(source, raw, i)}: a weight_ties entry is [layer, owner], two layer "
+                f"indices counted from 0, got {inputs.quote(pair)}"
+            )
+        ties.append((pair[0], pair[1]))
+    return tuple(ties)
 
 
 def _defaults(raw: Any, source: str, parent: dict) -> dict[str, dict[str, Any]]:
@@ -396,4 +433,6 @@ def model_to_yaml(model: ModelSpec, description: str = "") -> str:
         data["norm_weights"] = False
     if model.max_positions is not None:
         data["max_positions"] = model.max_positions
+    if model.weight_ties:
+        data["weight_ties"] = [[layer, owner] for layer, owner in model.weight_ties]
     return yaml.safe_dump(data, sort_keys=False, width=100)

@@ -43,7 +43,11 @@ def run_decode(
     out_models = []
     for path, model in zip(configs, models, strict=True):
         backends = settings.backends.for_ops(s.op for s in model.layers)
-        masked = {b for op, b in backends.items() if op == "attention" and b in ("torch", "sdpa")}
+        masked = {
+            b
+            for op, b in backends.items()
+            if op in ("attention", "shared_attention") and b in ("torch", "sdpa")
+        }
         for b in sorted(masked):
             note = MASKED_NOTE.format(backend=b)
             if note not in notes:

@@ -27,7 +27,10 @@ from latprof.timing import Measurement
 class WholeModel(nn.Module):
     """A decoder built from a `ModelSpec`, random weights (never zeros), greedy decoding.
 
-    `backends` maps operator name -> backend (default "torch" for every operator)."""
+    `backends` maps operator name -> backend (default "torch" for every operator).  A layer
+    whose spec reads the embedding output (`reads_embedding`: shared attention) gets it beside
+    the hidden state.  The model's `weight_ties` are real: a tied layer holds its owner's
+    shared tensors (`Block.tie_to`), so its parameters and memory are those the spec counts."""
 
     def __init__(
         self,
@@ -49,6 +52,10 @@ class WholeModel(nn.Module):
             build_block(spec, backend=backends.get(spec.op, "torch"), seed=seed + 1 + i, **kw)
             for i, spec in enumerate(model.layers)
         )
+        for layer, owner in model.weight_ties:
+            self.layers[layer].tie_to(self.layers[owner])
+        #: per layer: does its block read the embedding output
+        self.reads_embedding = tuple(spec.reads_embedding for spec in model.layers)
         self.head = build_block(model.lm_head, seed=seed + 10_000, **kw)
         if model.tied_embeddings:
             self.head.tie_to(self.embedding)
@@ -59,9 +66,9 @@ class WholeModel(nn.Module):
 
     def hidden_step(self, ids: torch.Tensor, states: list[State], pos: int) -> torch.Tensor:
         """ids: (batch,) -> final hidden state (batch, width); `pos` counts meta tokens too."""
-        x = self.embedding.step(ids, {}, pos)
-        for block, state in zip(self.layers, states, strict=True):
-            x = block.step(x, state, pos)
+        x = e = self.embedding.step(ids, {}, pos)  # e: (batch, width), for shared attention
+        for block, state, reads_e in zip(self.layers, states, self.reads_embedding, strict=True):
+            x = block.step(x, state, pos, e) if reads_e else block.step(x, state, pos)
         return x
 
     def step(self, ids: torch.Tensor, states: list[State], pos: int) -> torch.Tensor:
@@ -73,9 +80,9 @@ class WholeModel(nn.Module):
 
     def prefill_logits(self, ids: torch.Tensor, states: list[State]) -> torch.Tensor:
         """ids: (batch, seq) -> float32 logits (batch, seq, vocab); fills the caches."""
-        x = self.embedding.prefill(ids, {})
-        for block, state in zip(self.layers, states, strict=True):
-            x = block.prefill(x, state)
+        x = e = self.embedding.prefill(ids, {})  # (batch, seq, width)
+        for block, state, reads_e in zip(self.layers, states, self.reads_embedding, strict=True):
+            x = block.prefill(x, state, e) if reads_e else block.prefill(x, state)
         return self.head.logits(x)
 
 

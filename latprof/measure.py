@@ -158,14 +158,22 @@ class OperatorTarget:
         )
         block.eval()
         gen = torch.Generator().manual_seed(copy)
+        # a block that reads the embedding output (shared attention) gets a random one of the
+        # hidden state's shape as its second input
         if s.phase == "prefill":
             state = block.allocate_state(s.batch, s.context)
             x = block.example_sequence(s.batch, s.context, gen)
+            if self.spec.reads_embedding:
+                e = block.example_sequence(s.batch, s.context, gen)
+                return lambda: block.prefill(x, state, e)
             return lambda: block.prefill(x, state)
         state = block.allocate_state(s.batch, max_context_for(s.context))
         x = block.example_input(s.batch, gen)
         block.randomize_state(state, torch.Generator().manual_seed(1234))
         pos = s.context
+        if self.spec.reads_embedding:
+            e = block.example_input(s.batch, gen)
+            return lambda: block.step(x, state, pos, e)
         return lambda: block.step(x, state, pos)
 
 

@@ -32,6 +32,12 @@ def _spec_params(spec: OpSpec) -> int:
     return spec.param_count()
 
 
+@lru_cache(maxsize=65536)
+def _spec_shared_params(spec: OpSpec) -> int:
+    """The part of a layer spec's parameters a tied use reuses from its owner."""
+    return spec.shared_param_count()
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A decoder: `layers` in order, each one operator block (pre-norm, mixer, residual add).
@@ -40,6 +46,12 @@ class ModelSpec:
     consecutive entries.  `meta_tokens` are learned tokens prepended to every sequence
     (Nemotron-Flash's `num_memory_tokens`): they lengthen every attention context and the KV cache.
     `notes` records what a loader approximated, so that it is printed rather than hidden.
+
+    `weight_ties`: (layer, owner) pairs: layer `layer` reuses the shared weights of the earlier
+    layer `owner`, of the same spec (Zamba2's shared attention blocks, cycled over its hybrid
+    layers).  A tied layer's shared part (`OpSpec.shared_param_count`) is counted once, at its
+    owner, in parameters and weight bytes; latency (the LUT sum) and caches still count every
+    use, because every use runs and keeps its own state.
     """
 
     name: str
@@ -57,6 +69,7 @@ class ModelSpec:
     #: block's pre-norm weights and the final norm's are then left out of the parameter count
     #: (the work of a norm, a few elementwise ops per token, is the same)
     norm_weights: bool = True
+    weight_ties: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
         where = f"model {self.name!r}"
@@ -93,6 +106,58 @@ class ModelSpec:
                     f"{where}: layer {i} ({layer.key}) has width {layer.width}, the model "
                     f"{self.width}; every layer of a residual stream has the model's width"
                 )
+        if self.weight_ties:
+            self._check_ties(where)
+
+    def _check_ties(self, where: str) -> None:
+        """Each tie (layer, owner): indices of this model's layers, owner earlier, the same spec
+        with a shareable part, owner not itself tied, each layer tied once."""
+        if not isinstance(self.weight_ties, tuple):
+            raise InputError(f"{where}: weight_ties must be a tuple of (layer, owner) pairs")
+        n = len(self.layers)
+        tied: set[int] = set()
+        for tie in self.weight_ties:
+            if (
+                not isinstance(tie, tuple)
+                or len(tie) != 2
+                or any(isinstance(i, bool) or not isinstance(i, int) for i in tie)
+            ):
+                raise InputError(
+                    f"{where}: weight_ties entry {tie!r} is not a (layer, owner) pair of layer "
+                    "indices"
+                )
+            layer, owner = tie
+            if not (0 <= owner < n and 0 <= layer < n):
+                raise InputError(
+                    f"{where}: weight_ties entry ({layer}, {owner}) names a layer outside "
+                    f"0..{n - 1} (the model has {n} layers, counted from 0)"
+                )
+            if owner >= layer:
+                raise InputError(
+                    f"{where}: weight_ties entry ({layer}, {owner}): the owner must be an "
+                    "earlier layer than the layer that reuses its weights"
+                )
+            spec = self.layers[layer]
+            if self.layers[owner] != spec:
+                raise InputError(
+                    f"{where}: weight_ties entry ({layer}, {owner}): layer {layer} is "
+                    f"{spec.key} and layer {owner} {self.layers[owner].key}; only layers of "
+                    "the same spec share weights"
+                )
+            if _spec_shared_params(spec) == 0:
+                raise InputError(
+                    f"{where}: weight_ties entry ({layer}, {owner}): {spec.op} has no weights a "
+                    "use can share (operators with a shared part: shared_attention)"
+                )
+            if layer in tied:
+                raise InputError(f"{where}: weight_ties ties layer {layer} twice")
+            tied.add(layer)
+        owners_tied = sorted({owner for _, owner in self.weight_ties} & tied)
+        if owners_tied:
+            raise InputError(
+                f"{where}: weight_ties: layer {owners_tied[0]} reuses another layer's weights "
+                "and is an owner too; tie every use to the first layer holding the weights"
+            )
 
     # ---- derived specs -----------------------------------------------------------------------
     @property
@@ -129,6 +194,11 @@ class ModelSpec:
         if not self.norm_weights:  # every block's own pre-norm, and the final norm
             layers -= sum(spec.pre_norm_params() * n for spec, n in self.counts.items())
             head -= self.width
+        for layer, _ in self.weight_ties:  # the shared part is its owner's
+            spec = self.layers[layer]
+            layers -= _spec_shared_params(spec)
+            if not self.norm_weights:  # its norms, in the shared part, were subtracted above
+                layers += spec.pre_norm_params()
         return layers + self.embedding.param_count() + head
 
     def weight_bytes(self, dtype: str) -> int:

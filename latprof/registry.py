@@ -31,6 +31,7 @@ from latprof.specs.mamba import MambaSpec
 from latprof.specs.mamba2 import Mamba2Spec
 from latprof.specs.mla import MLASpec
 from latprof.specs.moe import MoESpec
+from latprof.specs.shared_attention import SharedAttentionSpec
 from latprof.specs.short_conv import ShortConvSpec
 
 #: the backend every block's `prefill` runs (the PyTorch path; the backends are decode steps):
@@ -185,6 +186,13 @@ OPERATORS: dict[str, Operator] = {
                 "its own naive (expanded k / v) prefill",
                 "transformers' DeepseekV3Attention (rope) and KimiLinearAttention (NoPE)",
             ),
+        ),
+        Operator(
+            "shared_attention",
+            SharedAttentionSpec,
+            "latprof.ops.shared_attention:SharedAttentionBlock",
+            (TORCH, SDPA),
+            ("transformers' Zamba2AttentionDecoderLayer + Zamba2HybridLayer.linear (eager)",),
         ),
         Operator(
             "embedding",

@@ -35,10 +35,26 @@ def param_count(block: torch.nn.Module) -> int:
     return sum(p.numel() for p in block.parameters())
 
 
-def run_steps(block, x: torch.Tensor, state: State) -> torch.Tensor:
+def run_steps(
+    block, x: torch.Tensor, state: State, embedding: torch.Tensor | None = None
+) -> torch.Tensor:
     """x: (batch, seq, ...) -> the outputs of `seq` decode steps from position 0, stacked on
-    dim 1: (batch, seq, ...)."""
-    return torch.stack([block.step(x[:, t], state, t) for t in range(x.shape[1])], dim=1)
+    dim 1: (batch, seq, ...).  `embedding` (batch, seq, width): the embedding output a block
+    that reads it (shared attention) gets at each step."""
+    if embedding is not None:
+        steps = [block.step(x[:, t], state, t, embedding[:, t]) for t in range(x.shape[1])]
+    else:
+        steps = [block.step(x[:, t], state, t) for t in range(x.shape[1])]
+    return torch.stack(steps, dim=1)
+
+
+def stepper(block, batch: int, generator: torch.Generator):
+    """`block.step` as f(x, state, pos): a block that reads the embedding output (shared
+    attention) gets one fixed random embedding (batch, width) at every call."""
+    if not block.spec.reads_embedding:
+        return block.step
+    e = block.example_input(batch, generator)
+    return lambda x, state, pos: block.step(x, state, pos, e)
 
 
 def clone_state(state: State) -> State:

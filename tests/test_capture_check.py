@@ -32,6 +32,9 @@ SMALL = {
     "gated_deltanet": dict(heads=2, head_dim=32),
     "gla": dict(heads=2, head_dim=32),
     "kda": dict(heads=2, head_dim=32),
+    "shared_attention": dict(
+        heads=4, kv_heads=2, rope=True, adapter_rank=8, attention_adapters=True
+    ),
     "embedding": dict(vocab_size=97),
     "lm_head": dict(vocab_size=97),
 }
@@ -78,8 +81,11 @@ def _hybrid(moe: bool) -> ModelSpec:
         _spec("gla"),
         _spec("kda"),
         _spec("mla"),
+        _spec("shared_attention"),
+        _spec("mamba2"),
+        _spec("shared_attention"),  # reuses layer 9's shared weights
     ] + ([_spec("moe")] if moe else [])
-    return ModelSpec("tiny-hybrid", WIDTH, 97, tuple(layers), meta_tokens=2)
+    return ModelSpec("tiny-hybrid", WIDTH, 97, tuple(layers), meta_tokens=2, weight_ties=((11, 9),))
 
 
 @pytest.mark.parametrize("backends", [None, {"attention": "sdpa"}], ids=["torch", "sdpa"])

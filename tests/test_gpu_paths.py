@@ -17,7 +17,7 @@ import math
 
 import pytest
 import torch
-from op_checks import clone_state
+from op_checks import clone_state, stepper
 
 from latprof import device_info, e2e, lut
 from latprof.errors import InputError
@@ -162,6 +162,7 @@ def test_graph_replay_equals_an_eager_step(op, backend):
     state = block.allocate_state(batch, pos + 1)
     block.randomize_state(state, torch.Generator().manual_seed(5))
     x = block.example_input(batch, torch.Generator().manual_seed(7))  # static input
+    step = stepper(block, batch, torch.Generator().manual_seed(8))
     graph_state, eager_state = clone_state(state), clone_state(state)
 
     scratch = clone_state(state)  # warm-up (Triton compiles) on a side stream, on a scratch state
@@ -169,17 +170,17 @@ def test_graph_replay_equals_an_eager_step(op, backend):
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
         for _ in range(2):
-            block.step(x, scratch, pos)
+            step(x, scratch, pos)
     torch.cuda.current_stream().wait_stream(side)
     torch.cuda.synchronize()
 
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        static_out = block.step(x, graph_state, pos)
+        static_out = step(x, graph_state, pos)
     graph.replay()
     torch.cuda.synchronize()
 
-    expected = block.step(x, eager_state, pos)
+    expected = step(x, eager_state, pos)
     logits = block.logits(x) if op == "lm_head" else None
     assert_same_step(f"{op}/{backend} graph vs eager", static_out, expected, logits)
     assert_same_state(f"{op}/{backend} graph vs eager", graph_state, eager_state)
@@ -212,15 +213,25 @@ def test_fast_backend_step_equals_the_reference(op, backend):
     prompt = ref.example_sequence(batch, PREFILL_TOKENS, gen)  # (batch, 37, width)
     x = ref.example_input(batch, gen)  # (batch, width)
     ref_state = ref.allocate_state(batch, max_context)
-    ref.prefill(prompt, ref_state)
+    if spec.reads_embedding:  # shared attention: the embedding outputs of prompt and token
+        e_prompt, e = (
+            ref.example_sequence(batch, PREFILL_TOKENS, gen),
+            ref.example_input(batch, gen),
+        )
+        ref.prefill(prompt, ref_state, e_prompt)
+        ref_step = lambda x, state, pos: ref.step(x, state, pos, e)  # noqa: E731
+        fast_step = lambda x, state, pos: fast.step(x, state, pos, e)  # noqa: E731
+    else:
+        ref.prefill(prompt, ref_state)
+        ref_step, fast_step = ref.step, fast.step
     fast_state = fast.allocate_state(batch, max_context)
     for name, tensor in ref_state.items():
         if name not in NOT_STATE:
             fast_state[name].copy_(tensor)
 
     ref_after = clone_state(ref_state)
-    expected = ref.step(x, ref_after, PREFILL_TOKENS)
-    out = fast.step(x, fast_state, PREFILL_TOKENS)
+    expected = ref_step(x, ref_after, PREFILL_TOKENS)
+    out = fast_step(x, fast_state, PREFILL_TOKENS)
     torch.cuda.synchronize()
     what = f"{op}/{backend} vs torch"
     assert (expected.float() - x.float()).abs().max() > 1e-3, "the mixer added nothing"

@@ -39,6 +39,7 @@ FAMILIES = {
     "kimi-linear-48b-a3b.json": ("kimi_linear", 49_122_675_072),
     "mistral-7b-v0.1.json": ("mistral", 7_241_732_096),
     "nemotron-3-nano-30b-a3b.json": ("nemotron_h", 31_577_937_344),
+    "zamba2-1.2b.json": ("zamba2", 1_215_064_704),
 }
 
 
@@ -211,6 +212,92 @@ def test_kimi_k3_structure_latprof_does_not_model_is_an_error_naming_the_field(f
         model_from_hf({**data, field: value})
 
 
+def test_zamba2_shared_blocks_their_ties_and_kv_cache():
+    model = load_hf_config(FIXTURES / "zamba2-1.2b.json")
+    shared = [i for i, s in enumerate(model.layers) if s.op == "shared_attention"]
+    assert shared == [5, 12, 19, 26, 33, 40]  # HF hybrid layers 5, 11, ..., 35, before their Mamba2
+    assert len(model.layers) == 38 + 6 and model.layers[shared[0] + 1].op == "mamba2"
+    assert model.weight_ties == tuple((i, 5) for i in shared[1:])  # one memory block
+    block, mamba = model.layers[5], model.layers[0]
+    assert (block.heads, block.kv_heads, block.head_dim, block.ffn_dim) == (32, 32, 128, 8192)
+    assert (block.adapter_rank, block.attention_adapters, block.rope) == (128, True, True)
+    assert block.activation == "geglu"  # hidden_act left at Zamba2Config's default, gelu
+    assert (mamba.d_inner, mamba.heads, mamba.head_dim, mamba.d_state, mamba.n_groups) == (
+        4096,
+        64,
+        64,
+        128,
+        1,
+    )
+    assert {s for s in model.layers if s.op == "mamba2"} == {mamba}
+    # every use keeps its own KV cache: 6 uses x K and V x 8000 tokens x 32 x 128 x 2 bytes
+    report = memory_report(model, batch=1, context=8000, dtype="bf16")
+    assert report.kv_cache == 6 * 2 * 8000 * 32 * 128 * 2
+    assert report.weights == 2 * 1_215_064_704
+    assert any("residual stream" in n for n in model.notes)
+
+
+def zamba2_config(**fields):
+    return {
+        "model_type": "zamba2",
+        "hidden_size": 64,
+        "num_hidden_layers": 4,
+        "layers_block_type": ["mamba", "hybrid", "mamba", "hybrid"],
+        "num_attention_heads": 4,
+        "n_mamba_heads": 4,
+        "mamba_d_state": 16,
+        "vocab_size": 100,
+        **fields,
+    }
+
+
+def test_zamba2_num_mem_blocks_cycle_over_the_hybrid_layers():
+    types = ["hybrid", "mamba", "hybrid", "hybrid", "mamba", "hybrid", "hybrid"]
+    model = model_from_hf(
+        zamba2_config(layers_block_type=types, num_hidden_layers=7, num_mem_blocks=2)
+    )
+    shared = [i for i, s in enumerate(model.layers) if s.op == "shared_attention"]
+    assert shared == [0, 3, 5, 8, 10]
+    # hybrid k uses block k mod 2: its first uses at layers 0 and 3
+    assert model.weight_ties == ((5, 0), (8, 3), (10, 0))
+    untied = model_from_hf(
+        zamba2_config(layers_block_type=types, num_hidden_layers=7, num_mem_blocks=5)
+    )
+    assert untied.weight_ties == ()
+    assert untied.param_count() - model.param_count() == 3 * model.layers[0].shared_param_count()
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"add_bias_linear": True}, "add_bias_linear=true"),
+        ({"hidden_act": "relu"}, "hidden_act 'relu'"),
+        ({"num_hidden_layers": 5}, "layers_block_type has 4 entries, num_hidden_layers 5"),
+        ({"layers_block_type": ["mamba", "attention", "mamba", "hybrid"]}, "entry 'attention'"),
+        ({"n_mamba_heads": 3}, "n_mamba_heads 3 does not divide"),
+        (
+            {"use_shared_attention_adapter": True, "num_key_value_heads": 2},
+            "use_shared_attention_adapter=true with num_attention_heads 4 / num_key_value_heads 2",
+        ),
+        ({"layer_types": ["hybrid"] * 4}, "layers_block_type and layer_types disagree"),
+    ],
+)
+def test_zamba2_fields_latprof_cannot_honour_are_errors_naming_them(fields, match):
+    with pytest.raises(InputError, match=match):
+        model_from_hf(zamba2_config(**fields))
+
+
+def test_zamba2_long_context_and_conv_bias_fields():
+    long = model_from_hf(zamba2_config(use_long_context=True, max_position_embeddings=4096))
+    assert long.max_positions == 16384  # Zamba2Config extends it so
+    untied = model_from_hf(zamba2_config(tie_word_embeddings=False, num_mem_blocks=1))
+    assert untied.weight_ties == ((4, 1),)
+    assert any("tie_word_embeddings=false" in n for n in untied.notes)
+    no_bias = model_from_hf(zamba2_config(use_conv_bias=False))
+    assert any("use_conv_bias=False" in n for n in no_bias.notes)
+    assert no_bias.param_count() == model_from_hf(zamba2_config()).param_count()
+
+
 def test_notes_say_what_changes_no_shape():
     phi4 = load_hf_config(FIXTURES / "phi-4-mini-instruct.json")
     assert any("partial_rotary_factor=0.75" in n for n in phi4.notes)
@@ -237,14 +324,8 @@ def test_a_per_layer_head_count_is_an_error_naming_the_field():
         model_from_hf(qwen2_config(num_key_value_heads=[2, 2, 1, 1, 2, 2]))
 
 
-@pytest.mark.parametrize(
-    ("model_type", "why"),
-    [
-        ("zamba2", "shared attention blocks"),
-    ],
-)
-def test_families_not_yet_supported_list_the_supported_ones(model_type, why):
-    with pytest.raises(
-        InputError, match=f"unsupported model_type '{model_type}' .*{why}.*gemma3_text"
-    ):
-        model_from_hf({"model_type": model_type, "hidden_size": 64})
+def test_an_unknown_model_type_lists_the_supported_ones_with_the_new_families():
+    with pytest.raises(InputError, match="unsupported model_type 'rwkv7'.*") as err:
+        model_from_hf({"model_type": "rwkv7", "hidden_size": 64})
+    for model_type in ("gemma3_text", "kimi_linear", "lfm2_moe", "zamba2"):
+        assert model_type in str(err.value)

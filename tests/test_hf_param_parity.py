@@ -119,3 +119,35 @@ def test_synthetic_kimi_linear_equals_transformers(fields):
     if expected is None:
         pytest.skip("this transformers has no kimi_linear")
     assert model_from_hf(data).param_count() == expected
+
+
+def test_synthetic_zamba2_two_memory_blocks_gqa_no_attention_adapters():
+    """Two shared blocks cycled over five hybrid layers, grouped-query attention (6 heads over
+    2 KV heads), adapters on the MLP only, two SSM groups.  Embeddings tied, as in every
+    published Zamba2: transformers 5.24 applies its tie mapping, the shared blocks' included,
+    only when tie_word_embeddings is true (latprof keeps the blocks shared and notes it)."""
+    types = ["mamba", "hybrid", "mamba", "hybrid", "mamba", "hybrid", "hybrid", "mamba", "hybrid"]
+    data = {
+        "model_type": "zamba2",
+        "hidden_size": 96,
+        "num_hidden_layers": len(types),
+        "layers_block_type": types,
+        "num_attention_heads": 6,
+        "num_key_value_heads": 2,
+        "intermediate_size": 200,
+        "num_mem_blocks": 2,
+        "use_shared_attention_adapter": False,
+        "adapter_rank": 12,
+        "use_mem_rope": True,
+        "mamba_d_state": 16,
+        "mamba_ngroups": 2,
+        "n_mamba_heads": 6,
+        "vocab_size": 500,
+        "tie_word_embeddings": True,
+    }
+    expected = transformers_param_count(data)
+    if expected is None:
+        pytest.skip("transformers has no model class for 'zamba2'")
+    model = model_from_hf(data)
+    assert model.weight_ties == ((7, 1), (9, 4), (12, 1))
+    assert model.param_count() == expected

@@ -35,7 +35,7 @@ def kv_formula(model, batch: int, context: int, nbytes: int) -> int:
         * nbytes
         * batch
         for s in model.layers
-        if s.op in ("attention", "attention_window")
+        if s.op in ("attention", "attention_window", "shared_attention")  # each use has a cache
     )
     latent = sum(
         (s.kv_lora_rank + s.qk_rope_head_dim) * positions * nbytes * batch

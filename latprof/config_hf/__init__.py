@@ -15,8 +15,9 @@ the model transformers would build from it.
 Modules: `fields` (HFConfig, the typed field reader), `blocks` (operator blocks several families
 share), and the loaders by family: `transformers`, `ssm` (Mamba, Mamba2), `nemotron`
 (Nemotron-H, Nemotron-Flash), `hybrids` (Qwen3-Next, Falcon-H1, Bamba, Granite 4.0, Jamba),
-`gemma` (Gemma 3), `lfm2` (LFM2, LFM2-MoE), `kimi` (Kimi Linear); `windows` reads
-sliding-window layouts.
+`gemma` (Gemma 3), `lfm2` (LFM2, LFM2-MoE), `kimi` (Kimi Linear), `zamba2` (Mamba2 with
+shared attention blocks, whose weight ties the loader records); `windows` reads sliding-window
+layouts.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from latprof.config_hf.lfm2 import lfm2_layers, lfm2_moe_layers
 from latprof.config_hf.nemotron import nemotron_flash_layers, nemotron_h_layers
 from latprof.config_hf.ssm import mamba2_layers, mamba_layers
 from latprof.config_hf.transformers import TRANSFORMERS, transformer_layers
+from latprof.config_hf.zamba2 import zamba2_layers
 from latprof.errors import InputError
 from latprof.model_spec import ModelSpec
 from latprof.specs import OpSpec
@@ -50,11 +52,7 @@ __all__ = ["LOADERS", "HFConfig", "load_hf_config", "model_from_hf"]
 NONPARAMETRIC_NORMS = frozenset({"olmo"})
 
 #: published families latprof does not load yet, and what it lacks for them
-NOT_YET_SUPPORTED = {
-    "zamba2": "shared attention blocks reused every few layers, with per-use LoRA adapters, "
-    "on the concatenation of the hidden state and the embedding: latprof counts one set of "
-    "weights per layer and has no shared-block operator",
-}
+NOT_YET_SUPPORTED: dict[str, str] = {}  # none today: every family of issue 15 loads
 
 #: model_type -> loader returning the model's operator blocks in order
 LOADERS: dict[str, Callable[[HFConfig], list[OpSpec]]] = {
@@ -73,6 +71,7 @@ LOADERS: dict[str, Callable[[HFConfig], list[OpSpec]]] = {
     "lfm2": lfm2_layers,
     "lfm2_moe": lfm2_moe_layers,
     "kimi_linear": kimi_linear_layers,
+    "zamba2": zamba2_layers,
 }
 
 #: older spellings of `tie_word_embeddings` that a family's configuration class still reads
@@ -132,6 +131,9 @@ def model_from_hf(data: Any, source: str = "<config.json>", name: str = "model")
     if not isinstance(tied, bool):
         raise cfg.error(f"tie_word_embeddings must be true or false, got {tied!r}")
     meta = cfg.int("num_memory_tokens", default=0, minimum=0)
+    max_positions = cfg.max_positions
+    if max_positions is None and data.get("max_position_embeddings") is not None:
+        max_positions = cfg.int("max_position_embeddings", minimum=1)
     return ModelSpec(
         name=name,
         width=cfg.int("hidden_size"),
@@ -142,9 +144,6 @@ def model_from_hf(data: Any, source: str = "<config.json>", name: str = "model")
         source=source,
         notes=tuple(cfg.notes),
         norm_weights=cfg.model_type not in NONPARAMETRIC_NORMS,
-        max_positions=(
-            cfg.int("max_position_embeddings", minimum=1)
-            if data.get("max_position_embeddings") is not None
-            else None
-        ),
+        max_positions=max_positions,
+        weight_ties=tuple(cfg.weight_ties),
     )

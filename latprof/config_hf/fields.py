@@ -20,13 +20,18 @@ LAYER_COUNT_KEYS = frozenset(
 class HFConfig:
     """A parsed config.json with typed getters whose errors name the file and field.
 
-    Loaders add notes (details latprof does not model) with `note`; they end up on the ModelSpec.
+    Loaders add notes (details latprof does not model) with `note`, and weight ties (a layer
+    reusing an earlier layer's shared weights) with `tie`; both end up on the ModelSpec, and so
+    does `max_positions` where a loader knows better than max_position_embeddings.
     """
 
     def __init__(self, data: dict[str, Any], source: str) -> None:
         self.data, self.source = data, source
         self.model_type = str(data.get("model_type"))
         self.notes: list[str] = []
+        self.weight_ties: list[tuple[int, int]] = []
+        #: the trained length where the family derives it (Zamba2's use_long_context: 16384)
+        self.max_positions: int | None = None
 
     def error(self, message: str) -> InputError:
         return InputError(f"{self.source} (model_type {self.model_type!r}): {message}")
@@ -92,6 +97,11 @@ class HFConfig:
             return build_spec(op, width, **params)
         except InputError as exc:
             raise self.error(f"impossible shape: {exc}") from None
+
+    def tie(self, layer: int, owner: int) -> None:
+        """Layer `layer` (an index into the loader's layer list) reuses the shared weights of
+        the earlier layer `owner` (latprof.model_spec.ModelSpec.weight_ties)."""
+        self.weight_ties.append((layer, owner))
 
     def note(self, text: str) -> None:
         if text not in self.notes:

@@ -167,6 +167,66 @@ def causal_attention(
     return out.transpose(1, 2)
 
 
+def cache_attend_step(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    state: State,
+    pos: int | torch.Tensor,
+    scale: float,
+    *,
+    sdpa: bool,
+    rope: bool = True,
+) -> torch.Tensor:
+    """One decode step's attention on the PyTorch paths ("torch": explicit matmuls, "sdpa"):
+    RoPE on q and k (when `rope`), the new k and v written to the cache at `pos`, attention over
+    the cache.  Shared by every block that keeps a KV cache of this layout.
+
+    q: (batch, heads, head_dim); k, v: (batch, kv_heads, head_dim), before RoPE
+    state: k, v (batch, max_context, kv_heads, head_dim); cos, sin (max_context, head_dim // 2)
+        float32 when `rope`
+    pos: an int (attend over exactly pos + 1 positions) or a (batch,) int32 device tensor (the
+        whole static cache, masked: `gqa_decode_masked`)
+    returns (batch, heads, head_dim)
+    """
+    if isinstance(pos, torch.Tensor):
+        idx = pos.long()  # (batch,)
+        if rope:
+            cos, sin = state["cos"][idx][:, None], state["sin"][idx][:, None]  # (batch, 1, hd/2)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        rows = torch.arange(q.shape[0], device=q.device)
+        state["k"].index_put_((rows, idx), k)
+        state["v"].index_put_((rows, idx), v)
+        return gqa_decode_masked(q, state["k"], state["v"], scale, pos, sdpa=sdpa)
+    if rope:
+        cos, sin = state["cos"][pos], state["sin"][pos]  # (head_dim // 2,)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    state["k"][:, pos] = k
+    state["v"][:, pos] = v
+    keys, values = state["k"][:, : pos + 1], state["v"][:, : pos + 1]
+    attend = gqa_decode_sdpa if sdpa else gqa_decode_ref
+    return attend(q, keys, values, scale)
+
+
+def cache_attend_prefill(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: State, scale: float, rope: bool = True
+) -> torch.Tensor:
+    """Causal attention over a whole prompt from position 0, RoPE on q and k (when `rope`);
+    fills the cache's k, v [:, :seq].
+
+    q: (batch, seq, heads, head_dim); k, v: (batch, seq, kv_heads, head_dim), before RoPE
+    returns (batch, seq, heads, head_dim)
+    """
+    seq = q.shape[1]
+    if rope:
+        cos = state["cos"][:seq, None]  # (seq, 1, head_dim // 2)
+        sin = state["sin"][:seq, None]
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    state["k"][:, :seq] = k
+    state["v"][:, :seq] = v
+    return causal_attention(q, k, v, scale)
+
+
 def _import_decode_attention() -> Callable[..., torch.Tensor]:
     from latprof.kernels.decode_attention import decode_attention
 
@@ -293,16 +353,10 @@ class AttentionBlock(Block):
         returns (batch, width)
         """
         q, k, v = self._project(x)  # (batch, heads, hd), (batch, kv_heads, hd) x 2
-        if isinstance(pos, torch.Tensor):
+        if self.backend in ("torch", "sdpa"):
+            out = cache_attend_step(q, k, v, state, pos, self.scale, sdpa=self.backend == "sdpa")
+        elif isinstance(pos, torch.Tensor):
             out = self._step_at_tensor_positions(q, k, v, state, pos)
-        elif self.backend in ("torch", "sdpa"):
-            cos, sin = state["cos"][pos], state["sin"][pos]  # (head_dim // 2,)
-            q = apply_rope(q, cos, sin)
-            state["k"][:, pos] = apply_rope(k, cos, sin)
-            state["v"][:, pos] = v
-            keys, values = state["k"][:, : pos + 1], state["v"][:, : pos + 1]
-            attend = gqa_decode_ref if self.backend == "torch" else gqa_decode_sdpa
-            out = attend(q, keys, values, self.scale)
         elif self.backend == "triton":
             if self._kernel is None:
                 self._kernel = _import_decode_attention()
@@ -338,17 +392,8 @@ class AttentionBlock(Block):
         return self._output(x, out)
 
     def _step_at_tensor_positions(self, q, k, v, state: State, pos: torch.Tensor) -> torch.Tensor:
-        """The attention of `step` with positions in a device tensor (batch,) int32."""
-        if self.backend in ("torch", "sdpa"):
-            idx = pos.long()  # (batch,)
-            cos, sin = state["cos"][idx][:, None], state["sin"][idx][:, None]  # (batch, 1, hd/2)
-            q = apply_rope(q, cos, sin)
-            rows = torch.arange(q.shape[0], device=q.device)
-            state["k"].index_put_((rows, idx), apply_rope(k, cos, sin))
-            state["v"].index_put_((rows, idx), v)
-            return gqa_decode_masked(
-                q, state["k"], state["v"], self.scale, pos, sdpa=self.backend == "sdpa"
-            )
+        """The attention of `step` ("triton", "flash_attn") with positions in a device tensor
+        (batch,) int32."""
         if self.backend == "triton":
             if self._kernel is None:
                 self._kernel = _import_decode_attention()
@@ -377,13 +422,6 @@ class AttentionBlock(Block):
         x: (batch, seq, width)
         returns (batch, seq, width)
         """
-        seq = x.shape[1]
         q, k, v = self._project(x)  # (batch, seq, heads, hd), (batch, seq, kv_heads, hd) x 2
-        cos = state["cos"][:seq, None]  # (seq, 1, head_dim // 2)
-        sin = state["sin"][:seq, None]
-        q = apply_rope(q, cos, sin)
-        k = apply_rope(k, cos, sin)
-        state["k"][:, :seq] = k
-        state["v"][:, :seq] = v
-        out = causal_attention(q, k, v, self.scale)  # (batch, seq, heads, head_dim)
+        out = cache_attend_prefill(q, k, v, state, self.scale)  # (batch, seq, heads, head_dim)
         return self._output(x, out)

@@ -112,6 +112,10 @@ class OpSpec:
     context_dependent: ClassVar[bool] = False
     #: kind of input of the decode step: "hidden" (batch, width) or "tokens" (batch,) ids.
     input_kind: ClassVar[str] = "hidden"
+    #: the block reads the model's embedding output e (batch, width) beside the hidden state:
+    #: its `step(x, state, pos, embedding)` / `prefill(x, state, embedding)` take it (Zamba2's
+    #: shared attention runs on concat(x, e))
+    reads_embedding: ClassVar[bool] = False
     #: fields added after a family's first LUTs were written (a bias, a gate, an inner size
     #: that is no multiple of the width): left out of `key` while they hold their default, so
     #: existing LUT rows keep their keys, and never a LUT shape column (the `spec` column
@@ -163,6 +167,11 @@ class OpSpec:
 
     def param_count(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def shared_param_count(self) -> int:
+        """Weights a use of this spec can reuse from an earlier use of the same spec (a model's
+        `weight_ties`); 0 for a block with no shareable part, which cannot be tied."""
+        return 0
 
     def pre_norm_params(self) -> int:
         """Weights of this block's own pre-norm (one per residual block, of the width); 0 where
