@@ -31,6 +31,7 @@ def _spec(op: str):
         "deltanet": dict(heads=2, head_dim=64),
         "gated_deltanet": dict(heads=2, head_dim=64),
         "gla": dict(heads=2, head_dim=64),
+        "shared_attention": dict(heads=4, kv_heads=2, rope=True, attention_adapters=True),
     }
     return build_spec(op, WIDTH, **small.get(op, {}))
 
@@ -41,7 +42,8 @@ CASES = [
     if not entry.implicit
     for b in entry.backends
     for steps in ((1, 7, 63) if b.name in ("torch", "sdpa") else (1, 7))
-    if op == "attention" or b.name == "torch"  # other families ignore the position
+    # other families ignore the position
+    if op in ("attention", "shared_attention") or b.name == "torch"
 ]
 
 
@@ -54,14 +56,20 @@ def test_tensor_positions_equal_the_int_path(op, backend, steps):
     block = build_block(spec, backend=backend, seed=11)
     batch, gen = 2, torch.Generator().manual_seed(steps)
     state = block.allocate_state(batch, PREFIX + steps)
-    block.prefill(block.example_sequence(batch, PREFIX, gen), state)
+    # shared attention reads the embedding output too: a fresh random one per token
+    extra = (lambda: (block.example_input(batch, gen),)) if spec.reads_embedding else tuple
+    prompt = block.example_sequence(batch, PREFIX, gen)
+    if spec.reads_embedding:
+        block.prefill(prompt, state, block.example_sequence(batch, PREFIX, gen))
+    else:
+        block.prefill(prompt, state)
     twin = {k: v.clone() for k, v in state.items()}
     pos = torch.full((batch,), PREFIX, dtype=torch.int32)
     for i in range(steps):
-        x = block.example_input(batch, gen)
-        expected = block.step(x, state, PREFIX + i)
+        x, more = block.example_input(batch, gen), extra()
+        expected = block.step(x, state, PREFIX + i, *more)
         out = torch.full_like(expected, float("nan"))
-        out.copy_(block.step(x, twin, pos))
+        out.copy_(block.step(x, twin, pos, *more))
         pos.add_(1)
         torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     for k in state:
