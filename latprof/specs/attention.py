@@ -24,8 +24,25 @@ from latprof.specs.base import (
 )
 
 
+class KVCacheCosts:
+    """The cost model of a softmax-attention step over a full K / V cache, for specs with
+    `heads`, `head_dim` and `kv_dim` (AttentionSpec, SharedAttentionSpec): the cache holds K and
+    V of every position; a step reads them for context + 1 positions and writes the new one."""
+
+    def state_bytes(self, batch, max_context, dtype):
+        return StateBytes(kv_cache=2 * batch * max_context * self.kv_dim * dtype_bytes(dtype))
+
+    def cache_traffic_bytes(self, batch, context, dtype):
+        # read K and V for context + 1 positions, write the new position's K and V
+        return 2 * batch * (context + 2) * self.kv_dim * dtype_bytes(dtype)
+
+    def flops_per_step(self, batch, context):
+        scores_and_values = 4 * batch * self.heads * self.head_dim * (context + 1)
+        return 2 * batch * self.param_count() + scores_and_values
+
+
 @dataclass(frozen=True)
-class AttentionSpec(OpSpec):
+class AttentionSpec(KVCacheCosts, OpSpec):
     heads: int = 0
     kv_heads: int = 0
     head_dim: int = 0
@@ -99,14 +116,3 @@ class AttentionSpec(OpSpec):
         bias = self.q_dim + 2 * self.kv_dim if self.qkv_bias else 0
         norms = self.width * (2 if self.post_norm else 1) + self.qk_norm_params
         return proj + bias + norms
-
-    def state_bytes(self, batch, max_context, dtype):
-        return StateBytes(kv_cache=2 * batch * max_context * self.kv_dim * dtype_bytes(dtype))
-
-    def cache_traffic_bytes(self, batch, context, dtype):
-        # read K and V for context + 1 positions, write the new position's K and V
-        return 2 * batch * (context + 2) * self.kv_dim * dtype_bytes(dtype)
-
-    def flops_per_step(self, batch, context):
-        scores_and_values = 4 * batch * self.heads * self.head_dim * (context + 1)
-        return 2 * batch * self.param_count() + scores_and_values

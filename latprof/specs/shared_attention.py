@@ -29,10 +29,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from latprof.specs.attention import KVCacheCosts
 from latprof.specs.base import (
     InputError,
     OpSpec,
-    StateBytes,
     divides,
     dtype_bytes,
     positive,
@@ -44,7 +44,7 @@ ACTIVATIONS = ("geglu", "swiglu")
 
 
 @dataclass(frozen=True)
-class SharedAttentionSpec(OpSpec):
+class SharedAttentionSpec(KVCacheCosts, OpSpec):
     heads: int = 0
     kv_heads: int = 0
     head_dim: int = 0
@@ -151,19 +151,8 @@ class SharedAttentionSpec(OpSpec):
         them (they are part of the shared weights too)."""
         return self.in_dim + self.width
 
-    def state_bytes(self, batch, max_context, dtype):
-        return StateBytes(kv_cache=2 * batch * max_context * self.kv_dim * dtype_bytes(dtype))
-
-    def cache_traffic_bytes(self, batch, context, dtype):
-        # read K and V for context + 1 positions, write the new position's K and V
-        return 2 * batch * (context + 2) * self.kv_dim * dtype_bytes(dtype)
-
     def bytes_per_step(self, batch, context, dtype):
         """The base count (every weight of this use, x in and out, the cache) plus the embedding
         output e read as the second input."""
         embedding_in = batch * self.width * dtype_bytes(dtype)
         return super().bytes_per_step(batch, context, dtype) + embedding_in
-
-    def flops_per_step(self, batch, context):
-        scores_and_values = 4 * batch * self.heads * self.head_dim * (context + 1)
-        return 2 * batch * self.param_count() + scores_and_values
