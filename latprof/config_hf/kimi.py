@@ -78,8 +78,9 @@ def kimi_linear_layers(cfg: HFConfig) -> list[OpSpec]:
 
 
 def _refuse_unmodelled(cfg: HFConfig) -> None:
+    linear = _linear_attn_config(cfg)
     for key, (harmless, what) in UNMODELLED.items():
-        value = cfg.data.get(key, _linear_attn_config(cfg).get(key))
+        value = cfg.data.get(key, linear.get(key))
         if value is not None and value not in harmless:
             raise cfg.error(
                 f"{key}={value!r} ({what}) is not modelled by latprof's operators; "
